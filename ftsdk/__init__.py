@@ -1,0 +1,74 @@
+"""ftsdk: a plugin-based SDK for fine-tuning, merging and quantizing language models.
+
+``import ftsdk`` stays light (no torch); the heavy parts load when first used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ftsdk.errors import (
+    ConfigError,
+    DataError,
+    FtsdkError,
+    ModelLoadError,
+    OutputExistsError,
+    PluginConflictError,
+    PluginError,
+    PluginUnavailableError,
+    UnknownPluginError,
+)
+from ftsdk.hookspecs import hookimpl
+from ftsdk.kinds import Adapter, Merger, Objective, PluginConfig, Quantizer
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Tuner": "ftsdk.tuner",
+    "FitResult": "ftsdk.tuner",
+    "Recipe": "ftsdk.config",
+    "ModelSpec": "ftsdk.config",
+    "TrainingConfig": "ftsdk.config",
+    "plugins": "ftsdk.plugins",
+}
+
+if TYPE_CHECKING:
+    from ftsdk import plugins
+    from ftsdk.config import ModelSpec, Recipe, TrainingConfig
+    from ftsdk.tuner import FitResult, Tuner
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'ftsdk' has no attribute '{name}'")
+    import importlib
+
+    module = importlib.import_module(module_name)
+    return module if module_name.endswith(name) else getattr(module, name)
+
+
+__all__ = [
+    "Adapter",
+    "ConfigError",
+    "DataError",
+    "FitResult",
+    "FtsdkError",
+    "Merger",
+    "ModelLoadError",
+    "ModelSpec",
+    "Objective",
+    "OutputExistsError",
+    "PluginConfig",
+    "PluginConflictError",
+    "PluginError",
+    "PluginUnavailableError",
+    "Quantizer",
+    "Recipe",
+    "TrainingConfig",
+    "Tuner",
+    "UnknownPluginError",
+    "__version__",
+    "hookimpl",
+    "plugins",
+]

@@ -1,0 +1,117 @@
+"""The ``ftsdk`` command. Thin: it parses arguments and calls the API; heavy imports wait for the command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from ftsdk import __version__
+from ftsdk.errors import FtsdkError
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from ftsdk import plugins
+
+    rows = [info.as_dict() for info in plugins.list_plugins()] + [b.as_dict() for b in plugins.broken()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    headers = ("kind", "name", "distribution", "version", "available", "summary")
+    table = [[str(row[h]) if h != "available" else ("yes" if row[h] else "NO") for h in headers] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in table)) if table else len(h) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    for row, original in zip(table, rows):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        if "error" in original:
+            print(f"    error: {original['error']}")
+    for info in plugins.list_plugins():
+        if not info.available:
+            print(f"note: {info.kind} '{info.name}' needs {', '.join(info.missing)}: "
+                  f"{info.cls.install_hint or 'pip install ' + ' '.join(info.missing)}")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from ftsdk import plugins
+
+    info = plugins.get(args.kind, args.name)
+    print(json.dumps(info.cls.Config.model_json_schema(), indent=2))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ftsdk.config import Recipe
+    from ftsdk.tuner import Tuner
+
+    recipe = Recipe.from_yaml(args.recipe)
+    tuner = Tuner.from_recipe(recipe)  # validates plugins and their configs before any loading
+    result = tuner.fit(
+        recipe.data.train,
+        eval_data=recipe.data.eval,
+        output_dir=args.output_dir or recipe.output_dir,
+        overwrite=args.overwrite or recipe.overwrite,
+    )
+    print(json.dumps({"output_dir": str(result.output_dir), "metrics": result.metrics}, indent=2))
+    return 0
+
+
+def _cmd_quickstart(args: argparse.Namespace) -> int:
+    from ftsdk.quickstart.run import run_quickstart
+
+    run_quickstart(model=args.model, output_dir=args.output_dir, overwrite=args.overwrite, epochs=args.epochs)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ftsdk", description="Fine-tune, merge and quantize language models with plugins."
+    )
+    parser.add_argument("--version", action="version", version=f"ftsdk {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    listing = commands.add_parser("plugins", help="list the installed plugins")
+    listing.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    listing.set_defaults(run=_cmd_plugins)
+
+    schema = commands.add_parser("schema", help="print a plugin config's JSON schema")
+    schema.add_argument("kind", choices=["adapter", "objective", "quantizer", "merger"])
+    schema.add_argument("name")
+    schema.set_defaults(run=_cmd_schema)
+
+    train = commands.add_parser("train", help="train from a YAML recipe")
+    train.add_argument("recipe", help="path of the recipe (see examples/recipes/)")
+    train.add_argument("--output-dir", help="override the recipe's output_dir")
+    train.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    train.set_defaults(run=_cmd_train)
+
+    quick = commands.add_parser(
+        "quickstart", help="LoRA-tune the default model on the bundled ticket-routing task; compare with the base"
+    )
+    quick.add_argument("--model", default="smollm2-135m", help="base model (default: %(default)s)")
+    quick.add_argument("--output-dir", default="runs/quickstart", help="where the adapter goes (%(default)s)")
+    quick.add_argument("--epochs", type=float, default=None, help="training epochs (default: the tuned preset)")
+    quick.add_argument("--overwrite", action="store_true", help="replace an earlier quickstart output")
+    quick.set_defaults(run=_cmd_quickstart)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except FtsdkError as exc:
+        print(f"ftsdk: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `ftsdk plugins --json | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print("ftsdk: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

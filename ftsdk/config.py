@@ -1,0 +1,112 @@
+"""Typed run configuration: the model, the training hyperparameters, the data and the recipe file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ftsdk.errors import ConfigError
+from ftsdk.validation import validate_config
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSpec(_Strict):
+    """Which base model to load and how."""
+
+    name: str = Field(
+        "smollm2-135m",
+        description="An alias (smollm2-135m), a local HF folder, a .gguf file, or a Hugging Face Hub id.",
+        min_length=1,
+    )
+    gguf_file: str | None = Field(None, description="GGUF file name inside `name` (a folder or hub repo).")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for hub ids.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto picks CUDA when present, else CPU."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 on GPUs that support it, float32 elsewhere (bf16 is slow on most CPUs)."
+    )
+    trust_remote_code: bool = Field(False, description="Allow model code from the hub repo to run.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class TrainingConfig(_Strict):
+    """Hyperparameters shared by every objective."""
+
+    epochs: float = Field(1.0, gt=0, le=100, description="Passes over the training data.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
+    learning_rate: float = Field(
+        2e-4, gt=0, lt=1, description="Peak learning rate. LoRA: 1e-4 to 5e-4; full fine-tuning: 1e-5 to 5e-5."
+    )
+    batch_size: int = Field(4, ge=1, le=4096, description="Examples per device per step.")
+    gradient_accumulation: int = Field(1, ge=1, le=1024, description="Steps whose gradients add up to one update.")
+    max_length: int = Field(1024, ge=8, le=1_048_576, description="Tokens per example; longer rows are truncated.")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of steps spent warming up the learning rate.")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="Learning-rate schedule after warm-up."
+    )
+    weight_decay: float = Field(0.0, ge=0, lt=1, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm; 0 disables clipping.")
+    seed: int = Field(42, ge=0, description="Seed for initialisation, shuffling and dropout.")
+    logging_steps: int = Field(5, ge=1, description="Log the training loss every this many steps.")
+    eval_steps: int | None = Field(
+        None, ge=1, description="Evaluate every this many steps; None evaluates once per epoch."
+    )
+    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch; None keeps torch's default.")
+
+
+class DataSpec(_Strict):
+    """Where the training data lives."""
+
+    train: Path = Field(description="Training file: JSONL, JSON or CSV.")
+    eval: Path | None = Field(None, description="Held-out file for evaluation loss during training.")
+
+
+class Recipe(_Strict):
+    """A whole training run, as written in a YAML recipe for ``ftsdk train``."""
+
+    model: ModelSpec = Field(default_factory=ModelSpec, description="The base model.")
+    adapter: str = Field("lora", description="Adapter plugin name (see `ftsdk plugins`).")
+    adapter_config: dict[str, Any] = Field(default_factory=dict, description="Options of the adapter plugin.")
+    objective: str = Field("sft", description="Objective plugin name (see `ftsdk plugins`).")
+    objective_config: dict[str, Any] = Field(default_factory=dict, description="Options of the objective plugin.")
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="Shared hyperparameters.")
+    data: DataSpec = Field(description="Training and evaluation files.")
+    output_dir: Path = Field(description="Where the trained adapter or model is written.")
+    overwrite: bool = Field(False, description="Replace a non-empty output_dir.")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Recipe:
+        """Read a recipe; relative paths inside it are relative to the recipe file."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"recipe not found: {path}", hint="pass the path of a YAML recipe file")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: a recipe must be a mapping of fields, got {type(raw).__name__}")
+        recipe = validate_config(cls, raw, where=str(path))
+        return recipe.model_copy(update=recipe._resolved_paths(path.parent))
+
+    def _resolved_paths(self, base: Path) -> dict[str, Any]:
+        def resolve(p: Path | None) -> Path | None:
+            return p if p is None or p.is_absolute() else base / p
+
+        data = self.data.model_copy(update={"train": resolve(self.data.train), "eval": resolve(self.data.eval)})
+        model = self.model
+        if not Path(model.name).is_absolute() and (base / model.name).exists():
+            model = model.model_copy(update={"name": str(base / model.name)})
+        return {"data": data, "output_dir": resolve(self.output_dir), "model": model}

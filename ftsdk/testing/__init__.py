@@ -1,0 +1,8 @@
+"""Helpers for testing ftsdk and its plugins on tiny, local, random-weight models.
+
+Load the fixtures from a conftest.py with ``pytest_plugins = ["ftsdk.testing.fixtures"]``.
+"""
+
+from ftsdk.testing.tiny import TinySpec, build_tiny_model, build_tokenizer, task_rows, write_jsonl
+
+__all__ = ["TinySpec", "build_tiny_model", "build_tokenizer", "task_rows", "write_jsonl"]

@@ -1,0 +1,126 @@
+"""A tiny random-init Llama with a BPE tokenizer trained on the fly, and a small learnable task."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+COLORS = ["red", "blue", "green", "yellow", "black", "white", "orange", "purple"]
+THINGS = ["apple", "sky", "grass", "banana", "coal", "snow", "carrot", "plum", "lime", "cherry", "ocean", "lemon"]
+WORDS = (
+    "the a what is color of tell me please answer route this ticket team billing shipping account returns "
+    "technical sales my order where refund card charged twice password reset login broken screen arrived "
+    "late package tracking number invoice discount laptop phone headphones speaker cable battery you are "
+    "assistant helpful system user reply with one word only and to for in on at it"
+).split()
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """Sizes of the tiny model. Keep rows multiples of 32 (legacy quants) or 256 (k-quants) as needed."""
+
+    vocab_size: int = 384
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    max_position_embeddings: int = 256
+    tie_word_embeddings: bool = True
+    seed: int = 0
+
+
+def _corpus(seed: int) -> list[str]:
+    rng = random.Random(seed)
+    lines = [" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(2000)]
+    lines += [f"the {thing} is {color}" for thing in THINGS for color in COLORS]
+    return lines
+
+
+def build_tokenizer(spec: TinySpec = TinySpec()) -> Any:
+    """A byte-level BPE tokenizer with ChatML special tokens and chat template (eos = pad = <|im_end|>)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=spec.vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(_corpus(spec.seed), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+    )
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_model(folder: str | Path, spec: TinySpec = TinySpec()) -> Path:
+    """Write a random-init LlamaForCausalLM and its tokenizer to ``folder``; return the folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = Path(folder)
+    tokenizer = build_tokenizer(spec)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads,
+        max_position_embeddings=spec.max_position_embeddings,
+        tie_word_embeddings=spec.tie_word_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(spec.seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def task_rows(count: int, seed: int = 0, system: bool = True) -> list[dict[str, Any]]:
+    """Chat rows of a tiny learnable task: name the color of a thing (a fixed mapping)."""
+    rng = random.Random(seed)
+    mapping = {thing: COLORS[i % len(COLORS)] for i, thing in enumerate(THINGS)}
+    rows = []
+    for _ in range(count):
+        thing = rng.choice(THINGS)
+        messages = [{"role": "system", "content": "reply with one word only"}] if system else []
+        messages += [
+            {"role": "user", "content": f"what is the color of the {thing}"},
+            {"role": "assistant", "content": mapping[thing]},
+        ]
+        rows.append({"messages": messages})
+    return rows
+
+
+def write_jsonl(path: str | Path, rows: Iterable[Any]) -> Path:
+    """Write rows as JSON Lines; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path

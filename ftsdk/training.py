@@ -1,0 +1,96 @@
+"""What an objective receives and returns, and the Trainer arguments every objective shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ftsdk.config import TrainingConfig
+from ftsdk.data.formats import Conversation
+from ftsdk.device import Placement
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+
+
+@dataclass
+class TrainJob:
+    """Everything an objective needs to train: the wrapped model, the data and the settings."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    train_examples: list[Conversation]
+    eval_examples: list[Conversation] | None
+    training: TrainingConfig
+    placement: Placement
+    work_dir: Path
+    callbacks: list[TrainerCallback] = field(default_factory=list)
+
+
+@dataclass
+class TrainOutcome:
+    """Final metrics and the per-step log of a training run."""
+
+    metrics: dict[str, float]
+    log_history: list[dict[str, Any]]
+
+
+def trainer_arguments(job: TrainJob) -> dict[str, Any]:
+    """Keyword arguments for any ``transformers.TrainingArguments`` subclass (SFTConfig, DPOConfig, ...)."""
+    t = job.training
+    has_eval = bool(job.eval_examples)
+    return {
+        "output_dir": str(job.work_dir),
+        "num_train_epochs": t.epochs,
+        "max_steps": t.max_steps or -1,
+        "learning_rate": t.learning_rate,
+        "per_device_train_batch_size": t.batch_size,
+        "per_device_eval_batch_size": t.batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation,
+        "warmup_steps": t.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        "lr_scheduler_type": t.lr_scheduler,
+        "weight_decay": t.weight_decay,
+        "max_grad_norm": t.max_grad_norm,
+        "seed": t.seed,
+        "data_seed": t.seed,
+        "logging_steps": t.logging_steps,
+        "logging_first_step": True,
+        "eval_strategy": ("steps" if t.eval_steps else "epoch") if has_eval else "no",
+        "eval_steps": t.eval_steps,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,  # ftsdk draws its own progress bar
+        "gradient_checkpointing": t.gradient_checkpointing,
+        # TRL/Trainer defaults assume a GPU: say explicitly where we run and in which precision
+        "use_cpu": job.placement.on_cpu,
+        "bf16": str(job.placement.dtype) == "torch.bfloat16",
+        "fp16": str(job.placement.dtype) == "torch.float16",
+        "dataloader_pin_memory": not job.placement.on_cpu,
+    }
+
+
+#: logged values that describe the run's mechanics rather than its result
+_NOT_METRICS = {"epoch", "step", "learning_rate", "grad_norm", "total_flos", "eval_runtime",
+                "eval_samples_per_second", "eval_steps_per_second", "train_steps_per_second"}
+
+
+def final_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
+    """The last value of each logged metric (train summary, last eval, ...)."""
+    metrics: dict[str, float] = {}
+    for entry in log_history:
+        for key, value in entry.items():
+            if isinstance(value, (int, float)) and key not in _NOT_METRICS:
+                metrics[key] = float(value)
+    return metrics
+
+
+def run_trainer(trainer: Any) -> TrainOutcome:
+    """Train a ``transformers.Trainer`` quietly (ftsdk's bar replaces its printing) and collect the outcome."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.train()
+    history = list(trainer.state.log_history)
+    return TrainOutcome(final_metrics(history), history)

@@ -1,0 +1,256 @@
+"""Tuner: the application-facing API. Choose a model, an adapter and an objective; fit; generate."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ftsdk import __version__, plugins
+from ftsdk.artifacts import atomic_output_dir, check_output_dir, library_versions, read_manifest, write_manifest
+from ftsdk.config import ModelSpec, Recipe, TrainingConfig
+from ftsdk.data.formats import Conversation
+from ftsdk.data.loading import DataSet, load_dataset
+from ftsdk.errors import ConfigError
+from ftsdk.kinds import Adapter, Objective
+from ftsdk.models import ALIASES, DEFAULT_MODEL, ResolvedModel, load_model, load_tokenizer, resolve
+from ftsdk.validation import validate_config
+
+LIBRARIES = ("ftsdk", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "tokenizers")
+Prompt = str | Conversation
+
+
+@dataclass
+class FitResult:
+    """What :meth:`Tuner.fit` produced."""
+
+    output_dir: Path
+    metrics: dict[str, float]
+    manifest: dict[str, Any]
+    log_history: list[dict[str, Any]]
+
+
+class Tuner:
+    """Fine-tune a model with one adapter plugin and one objective plugin.
+
+    Everything is validated here, before any model is loaded::
+
+        tuner = Tuner("smollm2-135m", adapter="lora", objective="sft", adapter_config={"r": 16})
+        result = tuner.fit("train.jsonl", eval_data="val.jsonl", output_dir="runs/first")
+        print(tuner.generate("Where is my order #LM-1234?"))
+    """
+
+    def __init__(
+        self,
+        model: str | ModelSpec | Mapping[str, Any] = DEFAULT_MODEL,
+        *,
+        adapter: str = "lora",
+        objective: str = "sft",
+        adapter_config: Mapping[str, Any] | None = None,
+        objective_config: Mapping[str, Any] | None = None,
+        training: TrainingConfig | Mapping[str, Any] | None = None,
+    ) -> None:
+        spec = {"name": model} if isinstance(model, str) else model
+        self.model_spec: ModelSpec = validate_config(ModelSpec, spec, where="model")
+        self.adapter: Adapter = plugins.create("adapter", adapter, adapter_config)  # type: ignore[assignment]
+        self.objective: Objective = plugins.create("objective", objective, objective_config)  # type: ignore[assignment]
+        self.training: TrainingConfig = validate_config(TrainingConfig, training, where="training")
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self._resolved: ResolvedModel | None = None
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe | str | Path) -> Tuner:
+        """A Tuner configured like a YAML recipe (``ftsdk train`` uses this)."""
+        if not isinstance(recipe, Recipe):
+            recipe = Recipe.from_yaml(recipe)
+        return cls(
+            recipe.model,
+            adapter=recipe.adapter,
+            objective=recipe.objective,
+            adapter_config=recipe.adapter_config,
+            objective_config=recipe.objective_config,
+            training=recipe.training,
+        )
+
+    @classmethod
+    def load(cls, output_dir: str | Path) -> Tuner:
+        """Reopen a trained output folder (its manifest names the base model and plugins) for generation."""
+        manifest = read_manifest(output_dir)
+        tuner = cls(
+            manifest["base_model"]["spec"],
+            adapter=manifest["adapter"]["name"],
+            objective=manifest["objective"]["name"],
+            adapter_config=manifest["adapter"]["config"],
+            objective_config=manifest["objective"]["config"],
+            training=manifest["training"],
+        )
+        tuner._load_base()
+        if manifest["kind"] == "adapter":
+            from peft import PeftModel
+
+            tuner.model = PeftModel.from_pretrained(tuner.model, str(output_dir))
+        else:
+            tuner.model = load_model(ResolvedModel(str(output_dir), "local", str(output_dir)), tuner.model_spec,
+                                     tuner._placement())
+        return tuner
+
+    # -- training ---------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        data: str | Path,
+        *,
+        eval_data: str | Path | None = None,
+        output_dir: str | Path,
+        overwrite: bool = False,
+    ) -> FitResult:
+        """Validate the data, train, and write the result atomically to ``output_dir``."""
+        task = self.objective.data_task
+        train_set = load_dataset(data, task)
+        eval_set = load_dataset(eval_data, task) if eval_data is not None else None
+        output = check_output_dir(output_dir, overwrite)
+        self._check_compatible()
+
+        import transformers
+
+        from ftsdk.progress import LossProgressBar
+        from ftsdk.training import TrainJob
+
+        if self.training.threads:
+            import torch
+
+            torch.set_num_threads(self.training.threads)
+        transformers.set_seed(self.training.seed)
+        model, tokenizer = self._load_base()
+        self.adapter.check(model)
+        model = self.adapter.wrap(model)
+        self.model = model
+        progress = LossProgressBar(f"{self.adapter.name}+{self.objective.name}")
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="ftsdk-work-") as work, atomic_output_dir(output, overwrite=overwrite) as tmp:
+            job = TrainJob(
+                model=model,
+                tokenizer=tokenizer,
+                train_examples=train_set.examples,
+                eval_examples=eval_set.examples if eval_set else None,
+                training=self.training,
+                placement=self._placement(),
+                work_dir=Path(work),
+                callbacks=[progress],
+            )
+            outcome = self.objective.train(job)
+            seconds = time.perf_counter() - started
+            self.adapter.save(model, str(tmp))
+            tokenizer.save_pretrained(tmp)
+            (tmp / "log_history.json").write_text(json.dumps(outcome.log_history, indent=1), encoding="utf-8")
+            from ftsdk.report import model_card, plot_losses
+
+            plotted = plot_losses(outcome.log_history, tmp / "loss.png", title=f"{output.name}: loss")
+            manifest = self._manifest(train_set, eval_set, outcome.metrics, seconds, plotted is not None)
+            write_manifest(tmp, manifest)
+            (tmp / "README.md").write_text(model_card(manifest), encoding="utf-8")
+        from ftsdk.report import summary_line
+
+        print(summary_line(outcome.metrics, seconds, output))
+        return FitResult(output, outcome.metrics, manifest, outcome.log_history)
+
+    def _check_compatible(self) -> None:
+        if self.adapter.name == "prefix" and self.training.gradient_checkpointing:
+            raise ConfigError(
+                "prefix tuning does not work with gradient checkpointing in transformers 5",
+                hint="set training.gradient_checkpointing: false",
+            )
+
+    # -- inference --------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompts: Prompt | list[Prompt],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        batch_size: int = 8,
+    ) -> str | list[str]:
+        """Reply to one prompt (a string or a conversation) or a list of them, with the tuned model."""
+        from ftsdk.generation import generate_replies
+
+        single = isinstance(prompts, str) or (
+            isinstance(prompts, list) and bool(prompts) and isinstance(prompts[0], dict)
+        )
+        batch = [prompts] if single else list(prompts)  # type: ignore[list-item]
+        conversations = [[{"role": "user", "content": p}] if isinstance(p, str) else p for p in batch]
+        if self.model is None:
+            self._load_base()
+        replies = generate_replies(
+            self.model,
+            self.tokenizer,
+            conversations,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            batch_size=batch_size,
+            progress=len(conversations) > batch_size,
+        )
+        return replies[0] if single else replies
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _placement(self) -> Any:
+        from ftsdk.device import choose_placement
+
+        return choose_placement(self.model_spec.device, self.model_spec.dtype)
+
+    def _load_base(self) -> tuple[Any, Any]:
+        self._resolved = resolve(self.model_spec)
+        self.tokenizer = load_tokenizer(self._resolved, self.model_spec)
+        self.model = self.adapter.load_model(self._resolved, self.model_spec, self._placement())
+        return self.model, self.tokenizer
+
+    def _manifest(
+        self,
+        train_set: DataSet,
+        eval_set: DataSet | None,
+        metrics: dict[str, float],
+        seconds: float,
+        loss_plot: bool,
+    ) -> dict[str, Any]:
+        assert self._resolved is not None
+        placement = self._placement()
+        alias = ALIASES.get(self.model_spec.name)
+
+        def producer(kind: str, plugin: Any) -> dict[str, Any]:
+            info = plugins.get(kind, plugin.name)
+            return {
+                "name": plugin.name,
+                "distribution": info.distribution,
+                "version": info.version,
+                "config": plugin.config.model_dump(mode="json"),
+            }
+
+        return {
+            "ftsdk_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "kind": self.adapter.produces,
+            "adapter": producer("adapter", self.adapter),
+            "objective": producer("objective", self.objective),
+            "base_model": {
+                "reference": self._resolved.reference,
+                "origin": self._resolved.origin,
+                "source": self._resolved.source,
+                "hub_id": alias.hub_id if alias else (self._resolved.source if self._resolved.origin == "hub" else None),
+                "spec": self.model_spec.model_dump(mode="json"),
+            },
+            "training": self.training.model_dump(mode="json"),
+            "seed": self.training.seed,
+            "placement": {"device": placement.device, "dtype": placement.dtype_name},
+            "data": {"train": train_set.summary(), "eval": eval_set.summary() if eval_set else None},
+            "metrics": metrics,
+            "train_seconds": round(seconds, 2),
+            "loss_plot": "loss.png" if loss_plot else None,
+            "libraries": library_versions(*LIBRARIES),
+        }

@@ -1,0 +1,1 @@
+"""Built-in adapters: how parameters are trained."""
