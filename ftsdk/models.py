@@ -102,16 +102,16 @@ def _alias_folder(name: str) -> Path:
     gguf = Path(spec.origin).parent / alias.gguf_file
     if not gguf.is_file():
         raise ModelLoadError(f"{gguf} is missing from package {alias.package}", hint=f"reinstall: {alias.install}")
-    return _converted_gguf(gguf, cache_name=name)
+    return _converted_gguf(gguf)
 
 
-def _converted_gguf(gguf: Path, cache_name: str | None = None) -> Path:
+def _converted_gguf(gguf: Path) -> Path:
     """An HF float32 folder made once from ``gguf`` and kept in the cache."""
     if not gguf.is_file():
         raise ModelLoadError(f"GGUF file not found: {gguf}")
     stat = gguf.stat()
     key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    folder = cache_dir() / "models" / f"{cache_name or gguf.stem}-{key}"
+    folder = cache_dir() / "models" / f"{gguf.stem}-{key}"
     if (folder / "config.json").is_file():
         return folder
     from tqdm.auto import tqdm

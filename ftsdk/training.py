@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,9 +38,19 @@ class TrainOutcome:
     log_history: list[dict[str, Any]]
 
 
+def _checkpointing_argument() -> str:
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
 def trainer_arguments(job: TrainJob) -> dict[str, Any]:
     """Keyword arguments for any ``transformers.TrainingArguments`` subclass (SFTConfig, DPOConfig, ...)."""
     t = job.training
+    checkpointing = _checkpointing_argument()  # renamed in transformers 5
     has_eval = bool(job.eval_examples)
     return {
         "output_dir": str(job.work_dir),
@@ -61,7 +73,7 @@ def trainer_arguments(job: TrainJob) -> dict[str, Any]:
         "save_strategy": "no",
         "report_to": "none",
         "disable_tqdm": True,  # ftsdk draws its own progress bar
-        "gradient_checkpointing": t.gradient_checkpointing,
+        checkpointing: t.gradient_checkpointing,
         # TRL/Trainer defaults assume a GPU: say explicitly where we run and in which precision
         "use_cpu": job.placement.on_cpu,
         "bf16": str(job.placement.dtype) == "torch.bfloat16",
@@ -94,3 +106,17 @@ def run_trainer(trainer: Any) -> TrainOutcome:
     trainer.train()
     history = list(trainer.state.log_history)
     return TrainOutcome(final_metrics(history), history)
+
+
+@contextlib.contextmanager
+def quiet_datasets() -> Iterator[None]:
+    """Hide the ``datasets`` progress bars of data preparation (ftsdk shows its own)."""
+    import datasets
+
+    enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if enabled:
+            datasets.enable_progress_bars()

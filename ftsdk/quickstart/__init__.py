@@ -1,0 +1,1 @@
+"""The quickstart: LoRA-tune the default model on a bundled ticket-routing task and show the gain."""

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from ftsdk import Objective, PluginConfig, hookimpl
 from ftsdk.errors import DataError
-from ftsdk.training import TrainJob, TrainOutcome, run_trainer, trainer_arguments
+from ftsdk.training import TrainJob, TrainOutcome, quiet_datasets, run_trainer, trainer_arguments
 
 
 class SftConfig(PluginConfig):
@@ -50,14 +50,15 @@ class SftObjective(Objective):
         if self.config.packing:
             # with the KV cache on, packed rows attend to each other in transformers 5 (seen: 0.4 logit error)
             job.model.config.use_cache = False
-        trainer = SFTTrainer(
-            model=job.model,
-            args=args,
-            train_dataset=train,
-            eval_dataset=evaluation,
-            processing_class=job.tokenizer,
-            callbacks=job.callbacks,
-        )
+        with quiet_datasets():
+            trainer = SFTTrainer(
+                model=job.model,
+                args=args,
+                train_dataset=train,
+                eval_dataset=evaluation,
+                processing_class=job.tokenizer,
+                callbacks=job.callbacks,
+            )
         return run_trainer(trainer)
 
     def _dataset(self, job: TrainJob, examples: Any, role: str) -> Any:
