@@ -58,6 +58,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from ftsdk.merging import merge
+
+    output = merge(args.config, output=args.output, overwrite=True if args.overwrite else None)
+    print(json.dumps({"output": str(output)}))
+    return 0
+
+
 def _cmd_quickstart(args: argparse.Namespace) -> int:
     from ftsdk.quickstart.run import run_quickstart
 
@@ -86,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output-dir", help="override the recipe's output_dir")
     train.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     train.set_defaults(run=_cmd_train)
+
+    merging = commands.add_parser("merge", help="merge models or LoRA adapters from a YAML config (mergekit files work)")
+    merging.add_argument("config", help="path of the merge config (see examples/merges/)")
+    merging.add_argument("--output", help="override the config's output folder")
+    merging.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    merging.set_defaults(run=_cmd_merge)
 
     quick = commands.add_parser(
         "quickstart", help="LoRA-tune the default model on the bundled ticket-routing task; compare with the base"

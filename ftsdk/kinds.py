@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -20,6 +21,7 @@ from ftsdk.validation import validate_config
 if TYPE_CHECKING:
     from ftsdk.config import ModelSpec
     from ftsdk.device import Placement
+    from ftsdk.merging.request import MergeRequest
     from ftsdk.models import ResolvedModel
     from ftsdk.training import TrainJob, TrainOutcome
 
@@ -98,14 +100,35 @@ class Quantizer(Plugin):
         """Write a quantized copy of the model folder ``source`` to ``output``."""
 
 
+class PreparedMerge(Protocol):
+    """A merge whose inputs and options are checked: running it is the only work left."""
+
+    #: what the output folder holds: "model" or "adapter"
+    produces: str
+
+    def run(self, folder: Path) -> dict[str, Any]:
+        """Write the merged weights, config and tokenizer into the empty ``folder``; return manifest facts.
+
+        The facts include ``inputs``: one entry per input with its path, options and content hash.
+        """
+        ...
+
+
 class Merger(Plugin):
-    """How several models (or adapters) become one."""
+    """How several models (or adapters) become one.
+
+    ``Config`` holds the method's own options (``normalize``, ``lambda``, ``t``...); ``InputParams``
+    the options each input takes (``weight``, ``density``...), given per model or as defaults under the
+    config's ``parameters``. A per-input option whose default is None must be given.
+    """
 
     kind: ClassVar[str] = "merger"
+    InputParams: ClassVar[type[PluginConfig]] = PluginConfig
 
     @abstractmethod
-    def merge(self, models: list[tuple[str, Mapping[str, Any]]], base: str | None, output: str) -> None:
-        """Merge ``models`` (path and per-model parameters) onto ``base`` into ``output``."""
+    def prepare(self, request: MergeRequest) -> PreparedMerge:
+        """Check ``request`` against this method without heavy work; raise ConfigError or ModelLoadError
+        naming the input at fault, else return the merge ready to run."""
 
 
 INTERFACE_OF_KIND: dict[str, type[Plugin]] = {

@@ -227,7 +227,10 @@ def reload() -> None:
 def register(plugin: object, name: str | None = None) -> str:
     """Register a module or object holding ``@hookimpl`` functions in this process."""
     manager = _manager_with_entry_points()
-    registered = manager.register(plugin, name=name)
+    try:
+        registered = manager.register(plugin, name=name)
+    except ValueError as exc:  # pluggy: already registered (e.g. through its entry point)
+        raise PluginError(str(exc), hint="installed plugins are already found through their entry point") from None
     if registered is None:
         raise PluginError(f"plugin {name or plugin!r} is blocked or already registered")
     _invalidate()

@@ -18,7 +18,7 @@ from ftsdk.data.formats import Conversation
 from ftsdk.data.loading import DataSet, load_dataset
 from ftsdk.errors import ConfigError
 from ftsdk.kinds import Adapter, Objective
-from ftsdk.models import ALIASES, DEFAULT_MODEL, ResolvedModel, load_model, load_tokenizer, resolve
+from ftsdk.models import ALIASES, DEFAULT_MODEL, ResolvedModel, load_tokenizer, resolve
 from ftsdk.validation import validate_config
 
 LIBRARIES = ("ftsdk", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "tokenizers")
@@ -90,14 +90,13 @@ class Tuner:
             objective_config=manifest["objective"]["config"],
             training=manifest["training"],
         )
-        tuner._load_base()
         if manifest["kind"] == "adapter":
             from peft import PeftModel
 
-            tuner.model = PeftModel.from_pretrained(tuner.model, str(output_dir))
-        else:
-            tuner.model = load_model(ResolvedModel(str(output_dir), "local", str(output_dir)), tuner.model_spec,
-                                     tuner._placement())
+            base, _ = tuner._load_base()
+            tuner.model = PeftModel.from_pretrained(base, str(output_dir))
+        else:  # a full model: its folder holds the weights and the tokenizer
+            tuner._load_base(ResolvedModel(str(output_dir), "local", str(output_dir)))
         return tuner
 
     # -- training ---------------------------------------------------------------------------------
@@ -205,8 +204,8 @@ class Tuner:
 
         return choose_placement(self.model_spec.device, self.model_spec.dtype)
 
-    def _load_base(self) -> tuple[Any, Any]:
-        self._resolved = resolve(self.model_spec)
+    def _load_base(self, resolved: ResolvedModel | None = None) -> tuple[Any, Any]:
+        self._resolved = resolved or resolve(self.model_spec)
         self.tokenizer = load_tokenizer(self._resolved, self.model_spec)
         self.model = self.adapter.load_model(self._resolved, self.model_spec, self._placement())
         return self.model, self.tokenizer

@@ -1,0 +1,166 @@
+"""ftsdk vs mergekit on the same merges of the same random Llama models: wall time and peak RSS.
+
+Builds a base and three fine-tunes (dense random task vectors) of a Llama of about 270M parameters in
+float32 (about 1.1 GB per model, written in 400 MB shards), writes one mergekit-format YAML per method,
+then runs ``mergekit-yaml CONFIG OUT`` and ``ftsdk merge CONFIG --output OUT`` on it, each in its own
+process (peak RSS is that process's ``ru_maxrss``, from ``os.wait4``), and checks the two outputs agree::
+
+    python benchmarks/merge.py                       # linear and ties, about 5-10 minutes
+    python benchmarks/merge.py --layers 4 --methods linear   # a quick smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+#: per-input parameters of each method; linear averages all four models, the others merge three onto the base
+PARAMETERS = {
+    "linear": lambda i: {"weight": [0.4, 0.2, 0.2, 0.2][i]},
+    "ties": lambda i: {"weight": [0.5, 0.3, 0.7][i], "density": [0.5, 0.4, 0.6][i]},
+    "task_arithmetic": lambda i: {"weight": [0.5, 0.3, 0.7][i]},
+}
+
+
+def llama_shapes(hidden: int, intermediate: int, layers: int, vocab: int) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of an untied LlamaForCausalLM (full multi-head attention)."""
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab, hidden), "lm_head.weight": (vocab, hidden),
+                                          "model.norm.weight": (hidden,)}
+    for i in range(layers):
+        prefix = f"model.layers.{i}."
+        shapes |= {f"{prefix}{name}.weight": (hidden, hidden) for name in ("self_attn.q_proj", "self_attn.k_proj",
+                                                                          "self_attn.v_proj", "self_attn.o_proj")}
+        shapes |= {f"{prefix}mlp.gate_proj.weight": (intermediate, hidden), f"{prefix}mlp.up_proj.weight":
+                   (intermediate, hidden), f"{prefix}mlp.down_proj.weight": (hidden, intermediate)}
+        shapes |= {f"{prefix}input_layernorm.weight": (hidden,), f"{prefix}post_attention_layernorm.weight": (hidden,)}
+    return shapes
+
+
+def build_models(root: Path, args: argparse.Namespace) -> list[Path]:
+    """A random base and three fine-tunes (base + dense noise), sharded like save_pretrained does."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig
+
+    from ftsdk.testing.tiny import build_tokenizer
+
+    shapes = llama_shapes(args.hidden, args.intermediate, args.layers, args.vocab)
+    config = LlamaConfig(hidden_size=args.hidden, intermediate_size=args.intermediate, num_hidden_layers=args.layers,
+                         num_attention_heads=16, num_key_value_heads=16, vocab_size=args.vocab,
+                         tie_word_embeddings=False, architectures=["LlamaForCausalLM"])
+    tokenizer = build_tokenizer()
+    folders = [root / name for name in ("base", "dense-a", "dense-b", "dense-c")]
+    for index, folder in enumerate(folders):
+        folder.mkdir(parents=True)
+        config.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        generator = torch.Generator().manual_seed(index)
+        base_generator = torch.Generator().manual_seed(0)
+        shards, current, size = [], {}, 0
+        for name, shape in shapes.items():
+            tensor = torch.randn(shape, generator=base_generator) * 0.02
+            if index:
+                tensor += torch.randn(shape, generator=generator) * 0.002
+            if current and size + tensor.numel() * 4 > args.shard_mb * 1_000_000:
+                shards.append(current)
+                current, size = {}, 0
+            current[name] = tensor
+            size += tensor.numel() * 4
+        shards.append(current)
+        weight_map = {}
+        for number, shard in enumerate(shards, 1):
+            file = f"model-{number:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, folder / file, metadata={"format": "pt"})
+            weight_map |= dict.fromkeys(shard, file)
+        (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return folders
+
+
+def write_config(root: Path, method: str, folders: list[Path]) -> Path:
+    """A mergekit-format YAML, run unchanged by both tools."""
+    inputs = folders if method == "linear" else folders[1:]
+    config = {
+        "merge_method": method,
+        "models": [{"model": str(f), "parameters": PARAMETERS[method](i)} for i, f in enumerate(inputs)],
+        "dtype": "float32",
+    }
+    if method != "linear":
+        config["base_model"] = str(folders[0])
+    path = root / f"{method}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def timed(command: list[str]) -> tuple[float, float]:
+    """Run a command; return its wall seconds and peak RSS in MB (its own ru_maxrss, via wait4)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert process.stderr is not None
+    stderr = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise SystemExit(f"{' '.join(command)} failed:\n{stderr.decode()[-3000:]}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def max_difference(a: Path, b: Path) -> float:
+    """Largest absolute difference between two merged folders, tensor by tensor."""
+    from ftsdk.merging.safetensors_io import Checkpoint
+
+    left, right = Checkpoint(a), Checkpoint(b)
+    assert set(left.tensors) == set(right.tensors), set(left.tensors) ^ set(right.tensors)
+    return max(float((left.read(n) - right.read(n)).abs().max()) for n in left.tensors)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", nargs="+", default=["linear", "ties"], choices=sorted(PARAMETERS))
+    parser.add_argument("--hidden", type=int, default=1024)
+    parser.add_argument("--intermediate", type=int, default=2816)
+    parser.add_argument("--layers", type=int, default=16)
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--shard-mb", type=int, default=400, help="input shard size")
+    parser.add_argument("--workdir", type=Path, default=None, help="where models are built (default: a temp dir)")
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="ftsdk-merge-bench-", dir=args.workdir))
+    bin_dir = Path(sys.executable).parent
+    try:
+        started = time.perf_counter()
+        folders = build_models(root, args)
+        size = sum(f.stat().st_size for f in folders[0].glob("*.safetensors")) / 1e9
+        print(f"built base + 3 fine-tunes in {time.perf_counter() - started:.0f} s: {size:.2f} GB each, "
+              f"{len(list(folders[0].glob('*.safetensors')))} shards")
+        rows = []
+        for method in args.methods:
+            config = write_config(root, method, folders)
+            mk_out, ft_out = root / f"out-mergekit-{method}", root / f"out-ftsdk-{method}"
+            mk = timed([str(bin_dir / "mergekit-yaml"), str(config), str(mk_out)])
+            ft = timed([str(bin_dir / "ftsdk"), "merge", str(config), "--output", str(ft_out)])
+            rows.append((method, mk, ft, max_difference(mk_out, ft_out)))
+            shutil.rmtree(mk_out)
+            shutil.rmtree(ft_out)
+        print(f"\n{'method':8} {'tool':9} {'wall s':>7} {'peak RSS MB':>12}")
+        for method, mk, ft, _ in rows:
+            print(f"{method:8} {'mergekit':9} {mk[0]:7.1f} {mk[1]:12.0f}")
+            print(f"{method:8} {'ftsdk':9} {ft[0]:7.1f} {ft[1]:12.0f}")
+        print(f"\n{'method':8} {'speed-up (mk/ftsdk)':>20} {'RSS ratio (ftsdk/mk)':>21} {'max |diff|':>11}")
+        for method, mk, ft, diff in rows:
+            print(f"{method:8} {mk[0] / ft[0]:19.2f}x {ft[1] / mk[1]:21.2f} {diff:11.2e}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""From a merge config to a merger plugin and its request: every option validated, nothing read yet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ftsdk import plugins
+from ftsdk.errors import ConfigError
+from ftsdk.kinds import PluginConfig
+from ftsdk.merging.config import MergeConfig
+from ftsdk.validation import validate_config
+
+if TYPE_CHECKING:
+    from ftsdk.kinds import Merger
+
+
+@dataclass(frozen=True)
+class MergeInput:
+    """One input as the config names it, with its own options (validated, unresolved)."""
+
+    reference: str
+    params: PluginConfig
+    #: position under ``models``; None for a base model the list does not name
+    index: int | None
+    #: the layers a mergekit slice took from it (only the full range is supported)
+    layer_range: tuple[int, int] | None = None
+
+    @property
+    def label(self) -> str:
+        """How errors name this input: ``models[1] (path)`` or ``base_model (path)``."""
+        return f"{'base_model' if self.index is None else f'models[{self.index}]'} ({self.reference})"
+
+
+@dataclass(frozen=True)
+class MergeRequest:
+    """What a merger is asked to do."""
+
+    method: str
+    #: the inputs in config order; the base model is last when ``models`` does not name it (as in mergekit)
+    inputs: tuple[MergeInput, ...]
+    #: the base model among ``inputs``, or None
+    base: MergeInput | None
+    #: per-input options set for every input under the config's ``parameters``
+    defaults: PluginConfig
+    dtype: str | None
+    out_dtype: str | None
+    #: the input whose tokenizer (and vocabulary size) the output takes
+    tokenizer_source: MergeInput
+    max_shard_size: int
+
+    @property
+    def others(self) -> tuple[MergeInput, ...]:
+        """The inputs other than the base model."""
+        return tuple(i for i in self.inputs if i is not self.base)
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two references name one model (equal paths once resolved, or equal text)."""
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+
+
+def _keys(model: type[PluginConfig]) -> set[str]:
+    """The keys a config may use for ``model``'s fields: alias if it has one (``lambda``), else the name."""
+    return {field.alias or name for name, field in model.model_fields.items()}
+
+
+def build_request(config: MergeConfig) -> tuple[Merger, MergeRequest]:
+    """Look up the merger, validate its options and every input's, and name the base and tokenizer source."""
+    cls = plugins.get("merger", config.method).cls
+    method_keys, input_keys = _keys(cls.Config), _keys(cls.InputParams)
+    unknown = sorted(set(config.parameters) - method_keys - input_keys)
+    if unknown:
+        raise ConfigError(f"unknown parameter(s) for method '{config.method}': {', '.join(unknown)}",
+                          hint=f"valid parameters: {', '.join(sorted(method_keys | input_keys))}")
+    options = validate_config(
+        cls.Config, {k: v for k, v in config.parameters.items() if k in method_keys}, where="parameters"
+    )
+    merger: Merger = plugins.create("merger", config.method, options)  # type: ignore[assignment]
+    defaults = validate_config(
+        cls.InputParams, {k: v for k, v in config.parameters.items() if k in input_keys}, where="parameters"
+    )
+    inputs = []
+    for index, entry in enumerate(config.models):
+        misplaced = sorted(set(entry.parameters) & method_keys)
+        if misplaced:
+            raise ConfigError(
+                f"models[{index}].parameters: {', '.join(misplaced)} apply to the whole merge, not one model",
+                hint="set them under the top-level 'parameters'",
+            )
+        params = validate_config(cls.InputParams, entry.parameters, where=f"models[{index}].parameters")
+        inputs.append(MergeInput(entry.model, params, index, entry.layer_range))
+    base = None
+    if config.base_model is not None:
+        base = next((i for i in inputs if same_model(i.reference, config.base_model)), None)
+        if base is None:
+            base = MergeInput(config.base_model, cls.InputParams(), None)
+            inputs.append(base)
+    return merger, MergeRequest(
+        method=config.method,
+        inputs=tuple(inputs),
+        base=base,
+        defaults=defaults,
+        dtype=config.dtype,
+        out_dtype=config.out_dtype,
+        tokenizer_source=_tokenizer_source(config, inputs, base),
+        max_shard_size=int(config.max_shard_size),
+    )
+
+
+def _tokenizer_source(config: MergeConfig, inputs: list[MergeInput], base: MergeInput | None) -> MergeInput:
+    wanted = config.tokenizer_source
+    if wanted is None:
+        return base or inputs[0]
+    if wanted == "base":
+        if base is None:
+            raise ConfigError("tokenizer_source is 'base' but no base_model is given")
+        return base
+    found = next((i for i in inputs if same_model(i.reference, wanted)), None)
+    if found is None:
+        raise ConfigError(f"tokenizer_source {wanted} is not one of the merge's inputs",
+                          hint="use 'base' or the path of one of the models")
+    return found
