@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from ftsdk.validation import validate_config
 
 if TYPE_CHECKING:
-    from ftsdk.config import ModelSpec
+    from ftsdk.config import ModelSpec, TrainingConfig
     from ftsdk.device import Placement
     from ftsdk.merging.request import MergeRequest
     from ftsdk.models import ResolvedModel
@@ -60,11 +60,17 @@ class Adapter(Plugin):
     #: "adapter" when the output is a PEFT adapter folder, "model" when it is a full model
     produces: ClassVar[str] = "adapter"
 
-    def load_model(self, resolved: ResolvedModel, spec: ModelSpec, placement: Placement) -> Any:
-        """Load the base model; override to load differently (e.g. in 4 bits for QLoRA)."""
+    def load_model(self, resolved: ResolvedModel, spec: ModelSpec, placement: Placement, head: str) -> Any:
+        """Load the base model with the objective's ``head``; override to load differently (QLoRA: 4 bits)."""
         from ftsdk.models import load_model
 
-        return load_model(resolved, spec, placement)
+        return load_model(resolved, spec, placement, head=head)
+
+    def check_training(self, training: TrainingConfig, objective: Objective) -> None:
+        """Raise :class:`ftsdk.errors.ConfigError` if this adapter cannot train with these settings.
+
+        Called before any model loads, so incompatible combinations fail in a second.
+        """
 
     def check(self, model: Any) -> None:
         """Raise :class:`ftsdk.errors.ConfigError` if this config cannot apply to ``model``."""
@@ -82,8 +88,10 @@ class Objective(Plugin):
     """What is optimised, on which shape of data."""
 
     kind: ClassVar[str] = "objective"
-    #: the data format it trains on, a key of :data:`ftsdk.data.formats.FORMATS_OF_TASK`
+    #: the data it trains on, a key of :data:`ftsdk.data.formats.FORMATS_OF_TASK`
     data_task: ClassVar[str] = "sft"
+    #: the model head it trains, a key of :data:`ftsdk.models.HEADS`
+    model_head: ClassVar[str] = "causal_lm"
 
     @abstractmethod
     def train(self, job: TrainJob) -> TrainOutcome:

@@ -46,6 +46,11 @@ ALIASES: dict[str, Alias] = {
     ),
 }
 DEFAULT_MODEL = "smollm2-135m"
+#: model heads objectives can ask for, and the transformers auto class that loads each
+HEADS = {
+    "causal_lm": "AutoModelForCausalLM",
+    "sequence_classification": "AutoModelForSequenceClassification",
+}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -152,11 +157,16 @@ def load_tokenizer(resolved: ResolvedModel, spec: ModelSpec) -> PreTrainedTokeni
     return tokenizer
 
 
-def load_model(resolved: ResolvedModel, spec: ModelSpec, placement: Placement, **kwargs: Any) -> PreTrainedModel:
-    """Load a causal LM at the chosen dtype and move it to the chosen device."""
-    from transformers import AutoModelForCausalLM
+def load_model(
+    resolved: ResolvedModel, spec: ModelSpec, placement: Placement, head: str = "causal_lm", **kwargs: Any
+) -> PreTrainedModel:
+    """Load the model with ``head`` at the chosen dtype and move it to the chosen device."""
+    import transformers
 
-    model = _from_pretrained(AutoModelForCausalLM, resolved, spec, dtype=placement.dtype, **kwargs)
+    if head not in HEADS:
+        raise ModelLoadError(f"unknown model head '{head}'", hint=f"heads are: {', '.join(HEADS)}")
+    auto_class = getattr(transformers, HEADS[head])
+    model = _from_pretrained(auto_class, resolved, spec, dtype=placement.dtype, **kwargs)
     if "quantization_config" not in kwargs:
         model.to(placement.device)
     return model

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftsdk.config import TrainingConfig
-from ftsdk.data.formats import Conversation
 from ftsdk.device import Placement
 
 if TYPE_CHECKING:
@@ -22,8 +21,9 @@ class TrainJob:
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
-    train_examples: list[Conversation]
-    eval_examples: list[Conversation] | None
+    #: the objective's data task's examples: conversations for "sft", dicts for other tasks
+    train_examples: list[Any]
+    eval_examples: list[Any] | None
     training: TrainingConfig
     placement: Placement
     work_dir: Path

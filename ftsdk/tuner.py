@@ -16,7 +16,6 @@ from ftsdk.artifacts import atomic_output_dir, check_output_dir, library_version
 from ftsdk.config import ModelSpec, Recipe, TrainingConfig
 from ftsdk.data.formats import Conversation
 from ftsdk.data.loading import DataSet, load_dataset
-from ftsdk.errors import ConfigError
 from ftsdk.kinds import Adapter, Objective
 from ftsdk.models import ALIASES, DEFAULT_MODEL, ResolvedModel, load_tokenizer, resolve
 from ftsdk.validation import validate_config
@@ -114,7 +113,7 @@ class Tuner:
         train_set = load_dataset(data, task)
         eval_set = load_dataset(eval_data, task) if eval_data is not None else None
         output = check_output_dir(output_dir, overwrite)
-        self._check_compatible()
+        self.adapter.check_training(self.training, self.objective)
 
         import transformers
 
@@ -159,13 +158,6 @@ class Tuner:
         print(summary_line(outcome.metrics, seconds, output))
         return FitResult(output, outcome.metrics, manifest, outcome.log_history)
 
-    def _check_compatible(self) -> None:
-        if self.adapter.name == "prefix" and self.training.gradient_checkpointing:
-            raise ConfigError(
-                "prefix tuning does not work with gradient checkpointing in transformers 5",
-                hint="set training.gradient_checkpointing: false",
-            )
-
     # -- inference --------------------------------------------------------------------------------
 
     def generate(
@@ -207,7 +199,8 @@ class Tuner:
     def _load_base(self, resolved: ResolvedModel | None = None) -> tuple[Any, Any]:
         self._resolved = resolved or resolve(self.model_spec)
         self.tokenizer = load_tokenizer(self._resolved, self.model_spec)
-        self.model = self.adapter.load_model(self._resolved, self.model_spec, self._placement())
+        head = self.objective.model_head
+        self.model = self.adapter.load_model(self._resolved, self.model_spec, self._placement(), head)
         return self.model, self.tokenizer
 
     def _manifest(
