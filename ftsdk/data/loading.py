@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -23,6 +23,9 @@ class DataSet:
     format: str
     examples: list[Conversation]
     sha256: str
+    #: each example's line (row, for .json files) in the file, and its raw row
+    lines: list[int] = field(default_factory=list)
+    raw: list[dict] = field(default_factory=list)
 
     def summary(self) -> dict[str, object]:
         return {"path": str(self.path), "format": self.format, "rows": len(self.examples), "sha256": self.sha256}
@@ -47,12 +50,16 @@ def load_dataset(path: str | Path, task: str = "sft") -> DataSet:
         )
     row_model = FORMATS[format_name][0]
     examples: list[Conversation] = []
+    lines: list[int] = []
+    raw: list[dict] = []
     for number, row in raw_rows:
         if not isinstance(row, dict):
             problems.append(f"{unit} {number}: expected a JSON object, got {type(row).__name__}")
             continue
         try:
             examples.append(row_model.model_validate(row).to_conversation())
+            lines.append(number)
+            raw.append(row)
         except ValidationError as exc:
             for item in exc.errors(include_url=False):
                 where = ".".join(str(p) for p in item["loc"]) or "row"
@@ -66,4 +73,4 @@ def load_dataset(path: str | Path, task: str = "sft") -> DataSet:
             f"{path}: {len(problems)} invalid row(s) in {format_name} format", problems=shown,
             hint="fix or remove these rows; nothing was loaded or trained",
         )
-    return DataSet(path, format_name, examples, sha256_file(path))
+    return DataSet(path, format_name, examples, sha256_file(path), lines, raw)
