@@ -1,0 +1,258 @@
+"""Data checks and preparation: statistics, duplicates, contradictions, PII, filters and splits.
+
+``check`` only reports; ``prepare`` removes what the report flags (as configured), splits the rest
+and writes the splits, a report and a manifest atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ftsdk.artifacts import atomic_output_dir, sha256_file, write_manifest
+from ftsdk.data.duplicates import exact_groups, near_groups
+from ftsdk.data.loading import DataSet, load_dataset
+from ftsdk.data.pii import find_pii, redact
+from ftsdk.data.split import split_indices
+
+_TERMINAL = tuple(".!?…)]}\"'`*»”") + ("```",)
+
+
+@dataclass
+class DataReport:
+    """What ``check`` found; every place is a line number of the file."""
+
+    path: str
+    format: str
+    rows: int
+    sha256: str
+    stats: dict[str, Any]
+    exact_duplicates: list[list[int]] = field(default_factory=list)
+    near_duplicates: list[list[int]] = field(default_factory=list)
+    contradictions: list[dict[str, Any]] = field(default_factory=list)
+    pii: dict[str, list[int]] = field(default_factory=dict)
+    short_outputs: list[int] = field(default_factory=list)
+    truncated_outputs: list[int] = field(default_factory=list)
+    too_long: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class PrepareOptions(BaseModel):
+    """What ``prepare`` removes and how it splits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    drop_exact_duplicates: bool = Field(True, description="Keep one row of each exact-duplicate group.")
+    drop_near_duplicates: bool = Field(False, description="Keep one row of each near-duplicate group.")
+    near_threshold: float = Field(0.8, gt=0, le=1, description="MinHash Jaccard similarity of near duplicates.")
+    drop_contradictions: bool = Field(True, description="Drop rows whose input has several different outputs.")
+    redact_pii: bool = Field(False, description="Replace emails, phones, cards, IBANs and IPs by placeholders.")
+    min_output_chars: int = Field(1, ge=0, description="Drop rows whose output is shorter.")
+    drop_truncated: bool = Field(False, description="Drop long outputs that end mid-sentence.")
+    max_length: int | None = Field(None, ge=8, description="Drop rows longer than this many tokens (needs a model).")
+    split: dict[str, float] = Field(
+        default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1}, description="Split names and fractions."
+    )
+    stratify: bool = Field(True, description="Keep label proportions in every split (label-style data).")
+    seed: int = Field(42, ge=0, description="Seed of the split.")
+
+
+def row_texts(example: Any) -> tuple[str, str]:
+    """(input, output) of an example: the turns before the last reply (no system prompt), and that reply."""
+    if isinstance(example, list):
+        turns = [m for m in example if m["role"] != "system"]
+        last = max(i for i, m in enumerate(turns) if m["role"] == "assistant")
+        return "\n".join(f"{m['role']}: {m['content']}" for m in turns[:last]), turns[last]["content"]
+    prompt = example.get("prompt", "")
+    output = example.get("chosen", example.get("completion", ""))
+    flatten = lambda v: v if isinstance(v, str) else "\n".join(m["content"] for m in v)  # noqa: E731
+    return flatten(prompt), flatten(output)
+
+
+def labels_of(outputs: list[str]) -> list[str] | None:
+    """The outputs themselves when the data looks like classification (few short distinct outputs)."""
+    distinct = set(outputs)
+    if len(distinct) <= 50 and len(outputs) >= 3 * len(distinct) and all(len(o.split()) <= 4 for o in distinct):
+        return outputs
+    return None
+
+
+def _stats(data: DataSet, outputs: list[str], tokenizer: Any, max_length: int | None) -> tuple[dict, list[int]]:
+    roles = Counter(m["role"] for e in data.examples if isinstance(e, list) for m in e)
+    stats: dict[str, Any] = {"rows": len(data.examples), "roles": dict(roles)}
+    labels = labels_of(outputs)
+    if labels:
+        stats["labels"] = dict(sorted(Counter(labels).items()))
+    too_long: list[int] = []
+    if tokenizer is not None:
+        from ftsdk.data.tokenize import tokenize_conversation
+
+        lengths = [len(tokenize_conversation(tokenizer, e, 10**9).input_ids) for e in data.examples]
+        cut = statistics.quantiles(lengths, n=100) if len(lengths) > 1 else lengths * 99
+        stats["tokens"] = {"mean": round(statistics.fmean(lengths), 1), "p50": cut[49], "p90": cut[89],
+                           "p99": cut[98], "max": max(lengths), "total": sum(lengths)}
+        if max_length:
+            too_long = [line for line, n in zip(data.lines, lengths) if n > max_length]
+    return stats, too_long
+
+
+def check(path: str | Path, task: str = "sft", *, tokenizer: Any = None, max_length: int | None = None,
+          near_threshold: float = 0.8, min_output_chars: int = 1) -> DataReport:
+    """Validate a data file and report its statistics and every problem found, by line."""
+    return _analyse(load_dataset(path, task), tokenizer, max_length, near_threshold, min_output_chars)
+
+
+def _analyse(data: DataSet, tokenizer: Any, max_length: int | None, near_threshold: float,
+             min_output_chars: int) -> DataReport:
+    inputs, outputs = zip(*(row_texts(e) for e in data.examples)) if data.examples else ((), ())
+    lines = data.lines
+    stats, too_long = _stats(data, list(outputs), tokenizer, max_length)
+    by_input: dict[str, list[int]] = defaultdict(list)
+    for i, text in enumerate(inputs):
+        by_input[" ".join(text.lower().split())].append(i)
+    contradictions = [
+        {"input": inputs[ids[0]][:200], "lines": [lines[i] for i in ids], "outputs": sorted({outputs[i] for i in ids})}
+        for ids in by_input.values()
+        if len({outputs[i] for i in ids}) > 1
+    ]
+    pii: dict[str, list[int]] = defaultdict(list)
+    for line, example in zip(lines, data.raw):
+        for kind in sorted({m.kind for m in find_pii(json.dumps(example, ensure_ascii=False))}):
+            pii[kind].append(line)
+    whole = [f"{i}\n{o}" for i, o in zip(inputs, outputs)]
+    return DataReport(
+        path=str(data.path),
+        format=data.format,
+        rows=len(data.examples),
+        sha256=data.sha256,
+        stats=stats,
+        exact_duplicates=[[lines[i] for i in g] for g in exact_groups(whole)],
+        near_duplicates=[[lines[i] for i in g] for g in near_groups(whole, near_threshold)],
+        contradictions=contradictions,
+        pii=dict(pii),
+        short_outputs=[lines[i] for i, o in enumerate(outputs) if len(o.strip()) < min_output_chars],
+        truncated_outputs=[lines[i] for i, o in enumerate(outputs) if len(o) >= 200 and not o.rstrip().endswith(_TERMINAL)],
+        too_long=too_long,
+    )
+
+
+@dataclass
+class PreparedData:
+    """The written splits, what was removed (reason -> lines) and the report of the source file."""
+
+    output_dir: Path
+    files: dict[str, Path]
+    removed: dict[str, list[int]]
+    report: DataReport
+
+
+def prepare(path: str | Path, output_dir: str | Path, task: str = "sft", *,
+            options: PrepareOptions | dict[str, Any] | None = None, tokenizer: Any = None,
+            overwrite: bool = False) -> PreparedData:
+    """Clean and split a data file into ``output_dir`` (one JSONL per split, report, manifest)."""
+    from ftsdk.artifacts import check_output_dir
+    from ftsdk.errors import ConfigError
+    from ftsdk.validation import validate_config
+
+    opts = validate_config(PrepareOptions, options, where="prepare options")
+    if opts.max_length and tokenizer is None:
+        raise ConfigError("max_length filtering needs a tokenizer", hint="pass --model (or tokenizer=)")
+    check_output_dir(output_dir, overwrite)
+    data = load_dataset(path, task)
+    report = _analyse(data, tokenizer, opts.max_length, opts.near_threshold, opts.min_output_chars)
+    removed = _removals(report, opts)
+    dropped = {line for lines in removed.values() for line in lines}
+    keep = [i for i, line in enumerate(data.lines) if line not in dropped]
+    position = {data.lines[i]: k for k, i in enumerate(keep)}
+    groups = [[position[line] for line in group if line in position]
+              for group in report.near_duplicates + report.exact_duplicates]
+    outputs = [row_texts(data.examples[i])[1] for i in keep]
+    strata = labels_of(outputs) if opts.stratify else None
+    assignment = split_indices(len(keep), opts.split, seed=opts.seed, strata=strata,
+                               groups=[g for g in groups if len(g) > 1])
+    files: dict[str, Path] = {}
+    target = Path(output_dir)
+    with atomic_output_dir(target, overwrite=overwrite) as tmp:
+        for name, indices in assignment.items():
+            rows = [data.raw[keep[k]] for k in indices]
+            if opts.redact_pii:
+                rows = [_redacted(row) for row in rows]
+            (tmp / f"{name}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                                                encoding="utf-8")
+            files[name] = target / f"{name}.jsonl"
+        summary = {"source": {"path": str(data.path), "sha256": data.sha256, "rows": len(data.examples)},
+                   "options": opts.model_dump(), "removed": {k: len(v) for k, v in removed.items()},
+                   "splits": {name: {"rows": len(idx), "sha256": sha256_file(tmp / f"{name}.jsonl")}
+                              for name, idx in assignment.items()}}
+        (tmp / "report.json").write_text(json.dumps({"report": report.as_dict(), "removed": removed}, indent=1),
+                                         encoding="utf-8")
+        (tmp / "report.md").write_text(report_markdown(report, removed, summary["splits"]), encoding="utf-8")
+        write_manifest(tmp, {"kind": "data", **summary})
+    return PreparedData(target, files, removed, report)
+
+
+def _removals(report: DataReport, opts: PrepareOptions) -> dict[str, list[int]]:
+    removed: dict[str, list[int]] = {}
+    if opts.drop_exact_duplicates:
+        removed["exact duplicate"] = [line for group in report.exact_duplicates for line in group[1:]]
+    if opts.drop_near_duplicates:
+        removed["near duplicate"] = [line for group in report.near_duplicates for line in group[1:]]
+    if opts.drop_contradictions:
+        removed["contradiction"] = [line for c in report.contradictions for line in c["lines"]]
+    removed["output too short"] = report.short_outputs
+    if opts.drop_truncated:
+        removed["output truncated"] = report.truncated_outputs
+    removed["longer than max_length"] = report.too_long
+    return {reason: sorted(set(lines)) for reason, lines in removed.items() if lines}
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    return value
+
+
+def report_markdown(report: DataReport, removed: dict[str, list[int]] | None = None,
+                    splits: dict[str, dict[str, Any]] | None = None) -> str:
+    """A readable summary of a data report."""
+    def lines_of(items: list[int]) -> str:
+        shown = ", ".join(map(str, items[:12]))
+        return shown + (f" and {len(items) - 12} more" if len(items) > 12 else "")
+
+    out = [f"# Data report: {Path(report.path).name}", "",
+           f"{report.rows} rows, {report.format} format, sha256 `{report.sha256[:12]}`", ""]
+    if "labels" in report.stats:
+        out += ["| label | rows |", "|---|---|"] + [f"| {k} | {v} |" for k, v in report.stats["labels"].items()] + [""]
+    if "tokens" in report.stats:
+        out += ["Tokens per row: " + ", ".join(f"{k} {v}" for k, v in report.stats["tokens"].items()), ""]
+    findings = [
+        ("exact duplicate groups", [lines_of(g) for g in report.exact_duplicates]),
+        ("near-duplicate groups", [lines_of(g) for g in report.near_duplicates]),
+        ("contradictions (same input, different outputs)",
+         [f"lines {lines_of(c['lines'])}: {', '.join(c['outputs'])}" for c in report.contradictions]),
+        ("personal data", [f"{kind}: {len(found)} row(s), lines {lines_of(found)}" for kind, found in report.pii.items()]),
+        ("outputs too short", [lines_of(report.short_outputs)] if report.short_outputs else []),
+        ("outputs that look truncated", [lines_of(report.truncated_outputs)] if report.truncated_outputs else []),
+        ("rows longer than max_length", [lines_of(report.too_long)] if report.too_long else []),
+    ]
+    for title, items in findings:
+        out.append(f"## {title}: {len(items) if items else 'none'}")
+        out += [f"- {item}" for item in items[:20]] + [""]
+    if removed is not None:
+        out += ["## Removed", ""] + ([f"- {reason}: {len(lines)} (lines {lines_of(lines)})"
+                                      for reason, lines in removed.items()] or ["- nothing"]) + [""]
+    if splits:
+        out += ["## Splits", ""] + [f"- {name}: {s['rows']} rows" for name, s in splits.items()] + [""]
+    return "\n".join(out)
