@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,3 +45,19 @@ def choose_placement(device: str = "auto", dtype: str = "auto") -> Placement:
     if chosen == "cuda" and wanted == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         raise ConfigError("this GPU does not support bfloat16", hint="use dtype: float16 or float32")
     return Placement(chosen, wanted)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run the block with ``count`` CPU threads for torch (None: leave torch's setting), then restore it."""
+    if count is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -59,12 +59,21 @@ class Adapter(Plugin):
     kind: ClassVar[str] = "adapter"
     #: "adapter" when the output is a PEFT adapter folder, "model" when it is a full model
     produces: ClassVar[str] = "adapter"
+    #: the model heads (keys of :data:`ftsdk.models.HEADS`) it can wrap, train and save
+    heads: ClassVar[tuple[str, ...]] = ("causal_lm",)
 
     def load_model(self, resolved: ResolvedModel, spec: ModelSpec, placement: Placement, head: str) -> Any:
         """Load the base model with the objective's ``head``; override to load differently (QLoRA: 4 bits)."""
         from ftsdk.models import load_model
 
         return load_model(resolved, spec, placement, head=head)
+
+    def weight_bytes(self, model: Any, placement: Placement) -> int:
+        """Bytes the base weights take once :meth:`load_model` has loaded them (``ftsdk estimate`` asks).
+
+        ``model`` is built on the meta device at ``placement.dtype``; override when loading changes precision.
+        """
+        return sum(p.numel() * p.element_size() for p in model.parameters())
 
     def check_training(self, training: TrainingConfig, objective: Objective) -> None:
         """Raise :class:`ftsdk.errors.ConfigError` if this adapter cannot train with these settings.
@@ -92,6 +101,16 @@ class Objective(Plugin):
     data_task: ClassVar[str] = "sft"
     #: the model head it trains, a key of :data:`ftsdk.models.HEADS`
     model_head: ClassVar[str] = "causal_lm"
+
+    def check_training(self, training: TrainingConfig, adapter: Adapter) -> None:
+        """Raise :class:`ftsdk.errors.ConfigError` if this objective cannot train with these settings or adapter.
+
+        Called before any model loads, after the adapter's own ``check_training``.
+        """
+
+    def prepare_model(self, model: Any) -> Any:
+        """Adjust the freshly loaded base model before the adapter wraps it (e.g. a one-output score head)."""
+        return model
 
     @abstractmethod
     def train(self, job: TrainJob) -> TrainOutcome:

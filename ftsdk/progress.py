@@ -29,7 +29,7 @@ class LossProgressBar(TrainerCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if self.bar is None or not logs:
             return
-        for key, label in (("loss", "loss"), ("eval_loss", "eval"), ("learning_rate", "lr")):
+        for key, label in (("loss", "loss"), ("eval_loss", "eval"), ("reward", "reward"), ("learning_rate", "lr")):
             if key in logs:
                 self.postfix[label] = f"{logs[key]:.3g}" if label == "lr" else f"{logs[key]:.4f}"
         self.bar.set_postfix(self.postfix, refresh=False)

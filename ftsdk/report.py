@@ -7,10 +7,11 @@ from typing import Any
 
 
 def plot_losses(log_history: list[dict[str, Any]], path: str | Path, title: str = "loss") -> Path | None:
-    """Draw train and eval loss against the step; returns None when nothing was logged."""
+    """Draw train and eval loss (and the reward of RL objectives) against the step; None if nothing was logged."""
     train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
     evals = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and "step" in e]
-    if not train and not evals:
+    rewards = [(e["step"], e["reward"]) for e in log_history if "reward" in e and "step" in e]
+    if not train and not evals and not rewards:
         return None
     import matplotlib
 
@@ -26,7 +27,14 @@ def plot_losses(log_history: list[dict[str, Any]], path: str | Path, title: str 
     axes.set_ylabel("loss")
     axes.set_title(title)
     axes.grid(alpha=0.3)
-    axes.legend()
+    handles, labels = axes.get_legend_handles_labels()
+    if rewards:
+        right = axes.twinx()
+        right.plot(*zip(*rewards), label="mean reward", color="#2ca02c")
+        right.set_ylabel("reward")
+        more_handles, more_labels = right.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    axes.legend(handles, labels)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

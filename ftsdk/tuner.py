@@ -16,6 +16,8 @@ from ftsdk.artifacts import atomic_output_dir, check_output_dir, library_version
 from ftsdk.config import ModelSpec, Recipe, TrainingConfig
 from ftsdk.data.formats import Conversation
 from ftsdk.data.loading import DataSet, load_dataset
+from ftsdk.device import torch_threads
+from ftsdk.errors import ConfigError
 from ftsdk.kinds import Adapter, Objective
 from ftsdk.models import ALIASES, DEFAULT_MODEL, ResolvedModel, load_tokenizer, resolve
 from ftsdk.validation import validate_config
@@ -61,6 +63,8 @@ class Tuner:
         self.training: TrainingConfig = validate_config(TrainingConfig, training, where="training")
         self.model: Any = None
         self.tokenizer: Any = None
+        #: the folder this tuner last wrote (fit) or opened (load)
+        self.output_dir: Path | None = None
         self._resolved: ResolvedModel | None = None
 
     @classmethod
@@ -96,6 +100,7 @@ class Tuner:
             tuner.model = PeftModel.from_pretrained(base, str(output_dir))
         else:  # a full model: its folder holds the weights and the tokenizer
             tuner._load_base(ResolvedModel(str(output_dir), "local", str(output_dir)))
+        tuner.output_dir = Path(output_dir)
         return tuner
 
     # -- training ---------------------------------------------------------------------------------
@@ -114,21 +119,29 @@ class Tuner:
         eval_set = load_dataset(eval_data, task) if eval_data is not None else None
         output = check_output_dir(output_dir, overwrite)
         self.adapter.check_training(self.training, self.objective)
+        self._check_pairing()
 
+        with torch_threads(self.training.threads):
+            outcome, manifest, seconds = self._train(train_set, eval_set, output, overwrite)
+        from ftsdk.report import summary_line
+
+        print(summary_line(outcome.metrics, seconds, output))
+        self.output_dir = output
+        return FitResult(output, outcome.metrics, manifest, outcome.log_history)
+
+    def _train(
+        self, train_set: DataSet, eval_set: DataSet | None, output: Path, overwrite: bool
+    ) -> tuple[Any, dict[str, Any], float]:
         import transformers
 
         from ftsdk.progress import LossProgressBar
+        from ftsdk.report import model_card, plot_losses
         from ftsdk.training import TrainJob
 
-        if self.training.threads:
-            import torch
-
-            torch.set_num_threads(self.training.threads)
         transformers.set_seed(self.training.seed)
         model, tokenizer = self._load_base()
         self.adapter.check(model)
-        model = self.adapter.wrap(model)
-        self.model = model
+        model = self.model = self.adapter.wrap(model)
         progress = LossProgressBar(f"{self.adapter.name}+{self.objective.name}")
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="ftsdk-work-") as work, atomic_output_dir(output, overwrite=overwrite) as tmp:
@@ -147,16 +160,19 @@ class Tuner:
             self.adapter.save(model, str(tmp))
             tokenizer.save_pretrained(tmp)
             (tmp / "log_history.json").write_text(json.dumps(outcome.log_history, indent=1), encoding="utf-8")
-            from ftsdk.report import model_card, plot_losses
-
             plotted = plot_losses(outcome.log_history, tmp / "loss.png", title=f"{output.name}: loss")
             manifest = self._manifest(train_set, eval_set, outcome.metrics, seconds, plotted is not None)
             write_manifest(tmp, manifest)
             (tmp / "README.md").write_text(model_card(manifest), encoding="utf-8")
-        from ftsdk.report import summary_line
+        return outcome, manifest, seconds
 
-        print(summary_line(outcome.metrics, seconds, output))
-        return FitResult(output, outcome.metrics, manifest, outcome.log_history)
+    def merge_adapter(self, output_dir: str | Path, **options: Any) -> Path:
+        """Merge the adapter this tuner trained or loaded into its base; see :func:`ftsdk.export.merge_adapter`."""
+        if self.output_dir is None:
+            raise ConfigError("this tuner has no adapter to merge yet", hint="call fit() first, or use Tuner.load()")
+        from ftsdk.export import merge_adapter
+
+        return merge_adapter(self.output_dir, output_dir, **options)
 
     # -- inference --------------------------------------------------------------------------------
 
@@ -191,6 +207,17 @@ class Tuner:
 
     # -- helpers ----------------------------------------------------------------------------------
 
+    def _check_pairing(self) -> None:
+        """Refuse, before loading anything, an adapter that cannot serve the objective."""
+        head = self.objective.model_head
+        if head not in self.adapter.heads:
+            raise ConfigError(
+                f"adapter '{self.adapter.name}' cannot train a {head} head, which objective "
+                f"'{self.objective.name}' needs (it supports: {', '.join(self.adapter.heads)})",
+                hint="choose an adapter that lists this head (see docs/objectives.md)",
+            )
+        self.objective.check_training(self.training, self.adapter)
+
     def _placement(self) -> Any:
         from ftsdk.device import choose_placement
 
@@ -200,7 +227,8 @@ class Tuner:
         self._resolved = resolved or resolve(self.model_spec)
         self.tokenizer = load_tokenizer(self._resolved, self.model_spec)
         head = self.objective.model_head
-        self.model = self.adapter.load_model(self._resolved, self.model_spec, self._placement(), head)
+        loaded = self.adapter.load_model(self._resolved, self.model_spec, self._placement(), head)
+        self.model = self.objective.prepare_model(loaded)
         return self.model, self.tokenizer
 
     def _manifest(

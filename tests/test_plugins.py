@@ -132,7 +132,7 @@ def test_unknown_name_lists_known_names_and_closest_match():
     with pytest.raises(UnknownPluginError) as caught:
         plugins.get("adapter", "loar")
     message = str(caught.value)
-    assert "did you mean 'lora'?" in message and "known adapters: lora" in message
+    assert "did you mean 'lora'?" in message and "known adapters: " in message and "lora" in message
     with pytest.raises(PluginError, match="unknown plugin kind"):
         plugins.get("adapters", "lora")
 

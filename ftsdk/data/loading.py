@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from ftsdk.artifacts import sha256_file
-from ftsdk.data.formats import FORMATS, FORMATS_OF_TASK, Conversation, describe_formats, detect_format
+from ftsdk.data.formats import FORMATS, FORMATS_OF_TASK, Example, describe_formats, detect_format
 from ftsdk.data.reading import read_rows
 from ftsdk.errors import DataError
 
@@ -17,11 +17,11 @@ MAX_LISTED_PROBLEMS = 20
 
 @dataclass(frozen=True)
 class DataSet:
-    """A validated data file, converted to conversations."""
+    """A validated data file, converted to its task's examples (conversations for SFT)."""
 
     path: Path
     format: str
-    examples: list[Conversation]
+    examples: list[Example]
     sha256: str
     #: each example's line (row, for .json files) in the file, and its raw row
     lines: list[int] = field(default_factory=list)
@@ -49,7 +49,7 @@ def load_dataset(path: str | Path, task: str = "sft") -> DataSet:
             hint=f"accepted shapes are {describe_formats(task)}",
         )
     row_model = FORMATS[format_name][0]
-    examples: list[Conversation] = []
+    examples: list[Example] = []
     lines: list[int] = []
     raw: list[dict] = []
     for number, row in raw_rows:
@@ -57,7 +57,7 @@ def load_dataset(path: str | Path, task: str = "sft") -> DataSet:
             problems.append(f"{unit} {number}: expected a JSON object, got {type(row).__name__}")
             continue
         try:
-            examples.append(row_model.model_validate(row).to_conversation())
+            examples.append(row_model.model_validate(row).to_example())
             lines.append(number)
             raw.append(row)
         except ValidationError as exc:

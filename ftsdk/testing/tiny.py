@@ -124,3 +124,43 @@ def write_jsonl(path: str | Path, rows: Iterable[Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
+
+
+def _color_questions(count: int, seed: int) -> list[tuple[str, str, str]]:
+    """``(question, right color, a wrong color)`` triples of the color task."""
+    rng = random.Random(seed)
+    mapping = {thing: COLORS[i % len(COLORS)] for i, thing in enumerate(THINGS)}
+    triples = []
+    for _ in range(count):
+        thing = rng.choice(THINGS)
+        wrong = rng.choice([c for c in COLORS if c != mapping[thing]])
+        triples.append((f"what is the color of the {thing}", mapping[thing], wrong))
+    return triples
+
+
+def preference_rows(count: int, seed: int = 0, chat: bool = False) -> list[dict[str, Any]]:
+    """Preference pairs of the color task: the right color is chosen, a wrong one rejected."""
+    rows = []
+    for question, right, wrong in _color_questions(count, seed):
+        if chat:
+            rows.append({
+                "prompt": [{"role": "user", "content": question}],
+                "chosen": [{"role": "assistant", "content": right}],
+                "rejected": [{"role": "assistant", "content": wrong}],
+            })
+        else:
+            rows.append({"prompt": question, "chosen": right, "rejected": wrong})
+    return rows
+
+
+def unpaired_rows(count: int, seed: int = 0) -> list[dict[str, Any]]:
+    """KTO rows of the color task: right colors labelled true, wrong ones false, alternating."""
+    return [
+        {"prompt": question, "completion": right if i % 2 == 0 else wrong, "label": i % 2 == 0}
+        for i, (question, right, wrong) in enumerate(_color_questions(count, seed))
+    ]
+
+
+def prompt_rows(count: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Prompt-only rows of the color task, with the right color as an ``answer`` column for reward functions."""
+    return [{"prompt": question, "answer": right} for question, right, _ in _color_questions(count, seed)]
