@@ -125,6 +125,30 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
         action.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
 
 
+def _cmd_estimate(args: argparse.Namespace) -> int:
+    from ftsdk.estimate import estimate
+
+    result = estimate(args.recipe)
+    print(json.dumps(result.as_dict(), indent=2) if args.json else result.summary())
+    return 0
+
+
+def _cmd_merge_adapter(args: argparse.Namespace) -> int:
+    from ftsdk.export import merge_adapter
+
+    output = merge_adapter(
+        args.adapter_dir,
+        args.output_dir,
+        dtype=args.dtype,
+        device=args.device,
+        base_weights=args.base_weights,
+        base_model=args.base_model,
+        overwrite=args.overwrite,
+    )
+    print(json.dumps({"output_dir": str(output)}))
+    return 0
+
+
 def _cmd_quickstart(args: argparse.Namespace) -> int:
     from ftsdk.quickstart.run import run_quickstart
 
@@ -154,11 +178,30 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     train.set_defaults(run=_cmd_train)
 
-    merging = commands.add_parser("merge", help="merge models or LoRA adapters from a YAML config (mergekit files work)")
+    merging = commands.add_parser("merge", help="merge models or LoRA adapters from a YAML config (mergekit's work)")
     merging.add_argument("config", help="path of the merge config (see examples/merges/)")
     merging.add_argument("--output", help="override the config's output folder")
     merging.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     merging.set_defaults(run=_cmd_merge)
+
+    estimating = commands.add_parser(
+        "estimate", help="parameters and training memory of a recipe, from the model's config alone (no weights)"
+    )
+    estimating.add_argument("recipe", help="path of the recipe (see examples/recipes/)")
+    estimating.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    estimating.set_defaults(run=_cmd_estimate)
+
+    unmerged = commands.add_parser("merge-adapter", help="merge a trained adapter into its base: a plain model folder")
+    unmerged.add_argument("adapter_dir", help="the adapter folder (a run's output_dir or any PEFT adapter folder)")
+    unmerged.add_argument("output_dir", help="where the merged model goes")
+    unmerged.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                          help="precision of the merged model (auto: float32 on CPU)")
+    unmerged.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where to merge (%(default)s)")
+    unmerged.add_argument("--base-weights", default="as_trained", choices=["as_trained", "original"],
+                          help="QLoRA: merge into the 4-bit weights dequantized (as_trained) or the unquantized checkpoint")
+    unmerged.add_argument("--base-model", help="load the base from here instead of the folder or hub id the adapter names")
+    unmerged.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    unmerged.set_defaults(run=_cmd_merge_adapter)
 
     _add_data_commands(commands)
 

@@ -103,9 +103,24 @@ def run_trainer(trainer: Any) -> TrainOutcome:
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
+    if not trainer.args.bf16:
+        _undo_bf16_adapter_cast(trainer.model)
     trainer.train()
     history = list(trainer.state.log_history)
     return TrainOutcome(final_metrics(history), history)
+
+
+def _undo_bf16_adapter_cast(model: Any) -> None:
+    """TRL casts quantized models' adapter weights to bf16 on every device; train them in float32 instead.
+
+    On CPUs without bf16 instructions bf16 is several times slower, and the saved adapter would
+    not match the trained one.
+    """
+    import torch
+
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.dtype == torch.bfloat16:
+            parameter.data = parameter.data.float()
 
 
 @contextlib.contextmanager

@@ -85,6 +85,11 @@ class Tuner:
     def load(cls, output_dir: str | Path) -> Tuner:
         """Reopen a trained output folder (its manifest names the base model and plugins) for generation."""
         manifest = read_manifest(output_dir)
+        if "adapter" not in manifest:  # a complete model folder, e.g. an adapter merged into its base
+            tuner = cls(str(output_dir))
+            tuner._load_base()
+            tuner.output_dir = Path(output_dir)
+            return tuner
         tuner = cls(
             manifest["base_model"]["spec"],
             adapter=manifest["adapter"]["name"],

@@ -6,12 +6,15 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from ftsdk import Adapter, PluginConfig, hookimpl
-from ftsdk.modules import check_module_names
+from ftsdk import PluginConfig, hookimpl
+from ftsdk_plugins.adapters._peft import PeftAdapter
 
 
 class LoraConfig(PluginConfig):
-    """Options of a LoRA adapter (see peft.LoraConfig)."""
+    """Options of a LoRA adapter (see peft.LoraConfig).
+
+    Learning rate: 1e-4 to 5e-4 (2e-4 is a safe start); smaller ranks tolerate the upper end.
+    """
 
     r: int = Field(16, ge=1, le=4096, description="Rank of the update. 8-16 for style or format, 32-64 for new skills.")
     alpha: float | None = Field(
@@ -34,7 +37,7 @@ class LoraConfig(PluginConfig):
         return self
 
     def peft_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``peft.LoraConfig``."""
+        """Keyword arguments for ``peft.LoraConfig`` (its ``task_type`` follows the model)."""
         return {
             "r": self.r,
             "lora_alpha": self.alpha if self.alpha is not None else 2 * self.r,
@@ -43,35 +46,24 @@ class LoraConfig(PluginConfig):
             "bias": self.bias,
             "use_rslora": self.use_rslora,
             "modules_to_save": self.modules_to_save,
-            "task_type": "CAUSAL_LM",
         }
 
 
-class LoraAdapter(Adapter):
+class LoraAdapter(PeftAdapter):
     """Low-rank adaptation: the standard, cheap way to fine-tune."""
 
     name = "lora"
     summary = "LoRA: low-rank updates of the linear layers (PEFT)"
     Config = LoraConfig
-    requires = ("peft",)
+    peft_type = "LORA"
 
     config: LoraConfig
 
-    def check(self, model: Any) -> None:
-        if isinstance(self.config.target_modules, list):
-            check_module_names(model, self.config.target_modules, "adapter_config.target_modules")
-        if self.config.modules_to_save:
-            check_module_names(model, self.config.modules_to_save, "adapter_config.modules_to_save")
+    def module_options(self) -> dict[str, Any]:
+        return {"target_modules": self.config.target_modules, "modules_to_save": self.config.modules_to_save}
 
-    def peft_config(self) -> Any:
-        import peft
-
-        return peft.LoraConfig(**self.config.peft_kwargs())
-
-    def wrap(self, model: Any) -> Any:
-        import peft
-
-        return peft.get_peft_model(model, self.peft_config())
+    def peft_kwargs(self, model: Any) -> dict[str, Any]:
+        return self.config.peft_kwargs()
 
 
 @hookimpl
