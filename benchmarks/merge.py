@@ -3,7 +3,9 @@
 Builds a base and three fine-tunes (dense random task vectors) of a Llama of about 270M parameters in
 float32 (about 1.1 GB per model, written in 400 MB shards), writes one mergekit-format YAML per method,
 then runs ``mergekit-yaml CONFIG OUT`` and ``ftsdk merge CONFIG --output OUT`` on it, each in its own
-process (peak RSS is that process's ``ru_maxrss``, from ``os.wait4``), and checks the two outputs agree::
+process (peak RSS is that process's ``ru_maxrss``, from ``os.wait4``), and checks the two outputs agree.
+The launcher itself never imports torch: Linux carries a parent's resident size at fork into the child's
+``ru_maxrss``, so models are built and outputs compared in subprocesses of their own::
 
     python benchmarks/merge.py                       # linear and ties, about 5-10 minutes
     python benchmarks/merge.py --layers 4 --methods linear   # a quick smoke run
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -33,8 +36,9 @@ PARAMETERS = {
 
 def llama_shapes(hidden: int, intermediate: int, layers: int, vocab: int) -> dict[str, tuple[int, ...]]:
     """Tensor names and shapes of an untied LlamaForCausalLM (full multi-head attention)."""
-    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab, hidden), "lm_head.weight": (vocab, hidden),
-                                          "model.norm.weight": (hidden,)}
+    shapes: dict[str, tuple[int, ...]] = {
+        "model.embed_tokens.weight": (vocab, hidden), "lm_head.weight": (vocab, hidden), "model.norm.weight": (hidden,)
+    }
     for i in range(layers):
         prefix = f"model.layers.{i}."
         shapes |= {f"{prefix}{name}.weight": (hidden, hidden) for name in ("self_attn.q_proj", "self_attn.k_proj",
@@ -114,13 +118,28 @@ def timed(command: list[str]) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 1024
 
 
-def max_difference(a: Path, b: Path) -> float:
-    """Largest absolute difference between two merged folders, tensor by tensor."""
+def difference(a: Path, b: Path) -> tuple[float, int, int]:
+    """Largest absolute difference between two merged folders, how many entries differ by more than 1e-6,
+    and how many entries there are."""
     from ftsdk.merging.safetensors_io import Checkpoint
 
     left, right = Checkpoint(a), Checkpoint(b)
     assert set(left.tensors) == set(right.tensors), set(left.tensors) ^ set(right.tensors)
-    return max(float((left.read(n) - right.read(n)).abs().max()) for n in left.tensors)
+    largest, differing, total = 0.0, 0, 0
+    for name in left.tensors:
+        gap = (left.read(name) - right.read(name)).abs()
+        largest = max(largest, float(gap.max()))
+        differing += int((gap > 1e-6).sum())
+        total += gap.numel()
+    return largest, differing, total
+
+
+def run_json(*arguments: str) -> object:
+    """Run this script in a subprocess (``--build`` or ``--compare``) and return what it prints as JSON."""
+    done = subprocess.run([sys.executable, __file__, *arguments], capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"{arguments[0]} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -132,13 +151,22 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--shard-mb", type=int, default=400, help="input shard size")
     parser.add_argument("--workdir", type=Path, default=None, help="where models are built (default: a temp dir)")
+    parser.add_argument("--build", type=Path, help=argparse.SUPPRESS)  # subprocess modes
+    parser.add_argument("--compare", type=Path, nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.build:
+        print(json.dumps([str(folder) for folder in build_models(args.build, args)]))
+        return
+    if args.compare:
+        print(json.dumps(difference(*args.compare)))
+        return
 
     root = Path(tempfile.mkdtemp(prefix="ftsdk-merge-bench-", dir=args.workdir))
     bin_dir = Path(sys.executable).parent
+    sizes = [f"--{name}={getattr(args, name)}" for name in ("hidden", "intermediate", "layers", "vocab")]
     try:
         started = time.perf_counter()
-        folders = build_models(root, args)
+        folders = [Path(f) for f in run_json("--build", str(root), f"--shard-mb={args.shard_mb}", *sizes)]
         size = sum(f.stat().st_size for f in folders[0].glob("*.safetensors")) / 1e9
         print(f"built base + 3 fine-tunes in {time.perf_counter() - started:.0f} s: {size:.2f} GB each, "
               f"{len(list(folders[0].glob('*.safetensors')))} shards")
@@ -148,16 +176,20 @@ def main() -> None:
             mk_out, ft_out = root / f"out-mergekit-{method}", root / f"out-ftsdk-{method}"
             mk = timed([str(bin_dir / "mergekit-yaml"), str(config), str(mk_out)])
             ft = timed([str(bin_dir / "ftsdk"), "merge", str(config), "--output", str(ft_out)])
-            rows.append((method, mk, ft, max_difference(mk_out, ft_out)))
+            rows.append((method, mk, ft, run_json("--compare", str(mk_out), str(ft_out))))
             shutil.rmtree(mk_out)
             shutil.rmtree(ft_out)
         print(f"\n{'method':8} {'tool':9} {'wall s':>7} {'peak RSS MB':>12}")
         for method, mk, ft, _ in rows:
             print(f"{method:8} {'mergekit':9} {mk[0]:7.1f} {mk[1]:12.0f}")
             print(f"{method:8} {'ftsdk':9} {ft[0]:7.1f} {ft[1]:12.0f}")
-        print(f"\n{'method':8} {'speed-up (mk/ftsdk)':>20} {'RSS ratio (ftsdk/mk)':>21} {'max |diff|':>11}")
-        for method, mk, ft, diff in rows:
-            print(f"{method:8} {mk[0] / ft[0]:19.2f}x {ft[1] / mk[1]:21.2f} {diff:11.2e}")
+        print(f"\n{'method':8} {'speed-up (mk/ftsdk)':>20} {'RSS ratio (ftsdk/mk)':>21} {'max |diff|':>11} "
+              f"{'entries differing > 1e-6':>25}")
+        for method, mk, ft, (largest, differing, total) in rows:
+            print(f"{method:8} {mk[0] / ft[0]:19.2f}x {ft[1] / mk[1]:21.2f} {largest:11.2e} "
+                  f"{differing:>12,} of {total:,}")
+        launcher = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"\n(launcher peak RSS: {launcher:.0f} MB; each tool ran in its own process)")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -30,10 +30,16 @@ _LAZY = {
     "ModelSpec": "ftsdk.config",
     "TrainingConfig": "ftsdk.config",
     "plugins": "ftsdk.plugins",
+    "merge": "ftsdk.merging",
+    "merge_adapter": "ftsdk.export",
+    "estimate": "ftsdk.estimate",
 }
 
 if TYPE_CHECKING:
     from ftsdk import plugins
+    from ftsdk.estimate import estimate
+    from ftsdk.export import merge_adapter
+    from ftsdk.merging import merge
     from ftsdk.config import ModelSpec, Recipe, TrainingConfig
     from ftsdk.tuner import FitResult, Tuner
 
@@ -45,7 +51,7 @@ def __getattr__(name: str) -> Any:
     import importlib
 
     module = importlib.import_module(module_name)
-    return module if module_name.endswith(name) else getattr(module, name)
+    return module if name == "plugins" else getattr(module, name)
 
 
 __all__ = [
@@ -69,6 +75,9 @@ __all__ = [
     "Tuner",
     "UnknownPluginError",
     "__version__",
+    "estimate",
     "hookimpl",
+    "merge",
+    "merge_adapter",
     "plugins",
 ]

@@ -28,7 +28,7 @@ from ftsdk.errors import (
     PluginUnavailableError,
     UnknownPluginError,
 )
-from ftsdk.kinds import INTERFACE_OF_KIND, Plugin
+from ftsdk.kinds import INTERFACE_OF_KIND, Plugin, PluginConfig
 
 ENTRY_POINT_GROUP = "ftsdk"
 KINDS = tuple(hookspecs.HOOK_OF_KIND)
@@ -284,7 +284,7 @@ def get(kind: str, name: str) -> PluginInfo:
     raise UnknownPluginError(f"no {kind} plugin named '{name}'", hint=hint)
 
 
-def create(kind: str, name: str, config: Mapping[str, Any] | None = None) -> Plugin:
+def create(kind: str, name: str, config: PluginConfig | Mapping[str, Any] | None = None) -> Plugin:
     """Look up a plugin, check its packages are installed, and build it from a validated config."""
     info = get(kind, name)
     missing = info.missing

@@ -22,7 +22,7 @@ def test_bundled_splits_are_valid_balanced_and_disjoint():
 
 
 @pytest.mark.slow
-def test_quickstart_shows_a_real_gain(tmp_path, smollm2_dir, monkeypatch):
+def test_quickstart_shows_a_real_gain(tmp_path, smollm2_dir, monkeypatch, capsys):
     from ftsdk.quickstart.run import run_quickstart
 
     monkeypatch.setenv("FTSDK_CACHE", str(smollm2_dir.parent.parent))
@@ -30,8 +30,9 @@ def test_quickstart_shows_a_real_gain(tmp_path, smollm2_dir, monkeypatch):
     scores = run_quickstart(output_dir=tmp_path / "quickstart")
     minutes = (time.perf_counter() - started) / 60
     base, tuned = scores["base"], scores["tuned"]
-    print(f"quickstart in {minutes:.1f} min: generated {base.generated.accuracy:.1%} -> {tuned.generated.accuracy:.1%}, "
-          f"likeliest label {base.constrained.accuracy:.1%} -> {tuned.constrained.accuracy:.1%}")
+    with capsys.disabled():  # the figures belong in the CI log
+        print(f"\nquickstart in {minutes:.1f} min: generated {base.generated.accuracy:.1%} -> {tuned.generated.accuracy:.1%}, "
+              f"likeliest label {base.constrained.accuracy:.1%} -> {tuned.constrained.accuracy:.1%}")
     assert tuned.generated.accuracy >= base.generated.accuracy + 0.25
     assert tuned.constrained.accuracy >= base.constrained.accuracy + 0.10
     assert tuned.generated.invalid_rate < 0.05

@@ -74,7 +74,7 @@ def _manifest(
 
 def _model_card(manifest: dict[str, Any], config: MergeConfig) -> str:
     inputs = "\n".join(
-        f"- {entry['role']}: `{entry['reference']}` {entry['parameters'] or ''}".rstrip() for entry in manifest["inputs"]
+        f"- {item['role']}: `{item['reference']}` {item['parameters'] or ''}".rstrip() for item in manifest["inputs"]
     )
     recipe = yaml.safe_dump(config.model_dump(mode="json", exclude={"output", "overwrite"}, exclude_defaults=True),
                             sort_keys=False)

@@ -68,6 +68,9 @@ class MergeConfig(_Strict):
     max_shard_size: ByteSize = Field(
         ByteSize(5_000_000_000), gt=0, description="Largest output shard: bytes, or text such as '2GB' or '500MiB'."
     )
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for the merge's math; default: every core but one, which reads ahead."
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -4,13 +4,15 @@ A :class:`TensorMerger` plugin writes only the math for one tensor (:meth:`Tenso
 The engine checks the inputs up front, resolves every option for every tensor (so a missing weight fails
 before any work), then walks the tensors in name order (mergekit's order, which makes seeded random
 methods reproduce mergekit's draws): a background thread reads and hashes the next tensor of every input
-while the current one is merged and streamed into the output shards. Peak memory is a few tensors.
+while the current one is merged and streamed into the output shards. Peak memory is a few tensors. The math
+runs on every core but one (``threads``): the reader keeps one, and oversubscribed torch threads spin.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from abc import abstractmethod
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -54,6 +56,11 @@ class TensorJob:
     params: list[dict[str, Any]]
     #: the merge's random generator, seeded once (None for deterministic methods)
     generator: torch.Generator | None
+
+
+def _cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _value(value: Any, tensor: str, t: float) -> Any:
@@ -120,7 +127,8 @@ class TensorMerger(Merger):
 
     def prepare(self, request: MergeRequest) -> StreamingMerge:
         if self.uses_base and request.base is None:
-            raise ConfigError(f"method '{self.name}' needs a base_model", hint="name the model the others were tuned from")
+            raise ConfigError(f"method '{self.name}' needs a base_model",
+                              hint="name the model the others were tuned from")
         counted = request.others if self.uses_base else request.inputs
         wanted = f"{self.min_inputs}" if self.max_inputs == self.min_inputs else f"at least {self.min_inputs}"
         if len(counted) < self.min_inputs or (self.max_inputs is not None and len(counted) > self.max_inputs):
@@ -134,7 +142,8 @@ class TensorMerger(Merger):
         self, request: MergeRequest, models: list[ModelFolder], plan: TensorPlan
     ) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
         merged = [m for m in models if not (self.uses_base and m.source is request.base)]
-        resolved, missing = [], {}
+        resolved = []
+        missing: dict[tuple[str, str], str] = {}
         for tensor in plan.tensors:
             t = layer_position(tensor.name, models[0].num_layers)
             options = resolve_options(self.config, tensor.name, t)
@@ -172,8 +181,9 @@ class StreamingMerge:
         self.base_index = request.inputs.index(request.base) if merger.uses_base and request.base else None
         self.source_index = request.inputs.index(request.tokenizer_source)
         self.compute_dtypes = [self._compute_dtype(t) for t in plan.tensors]
+        out_code = CODE_OF_NAME[request.out_dtype] if request.out_dtype else None
         self.layout = [
-            PlannedTensor(t.name, CODE_OF_NAME[request.out_dtype] if request.out_dtype and t.floating else code, t.shape)
+            PlannedTensor(t.name, out_code if out_code and t.floating else code, t.shape)
             for t, code in zip(plan.tensors, self.compute_dtypes)
         ]
         self.digests: list[dict[str, str]] = [{} for _ in models]
@@ -194,6 +204,16 @@ class StreamingMerge:
         return CODE_OF_NAME[str(promoted).removeprefix("torch.")]
 
     def run(self, folder: Path) -> dict[str, Any]:
+        import torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.request.threads or max(1, _cores() - 1))
+        try:
+            return self._stream(folder)
+        finally:
+            torch.set_num_threads(previous)
+
+    def _stream(self, folder: Path) -> dict[str, Any]:
         import torch
         from tqdm.auto import tqdm
 
@@ -248,11 +268,11 @@ class StreamingMerge:
         for model, source, digests in zip(self.models, tensor.sources, self.digests):
             part = model.checkpoint.read(source.name)
             if source.name not in digests:
-                digests[source.name] = hashlib.sha256(part.reshape(-1).view(torch.uint8).numpy()).hexdigest()
+                digests[source.name] = hashlib.sha256(part.reshape(-1).view(torch.uint8).numpy().data).hexdigest()
             parts.append(part)
         if tensor.rows is not None:
             fill = parts[self.source_index]
-            parts = [p[: tensor.rows] if p.shape[0] >= tensor.rows else torch.cat([p, fill[p.shape[0]:]]) for p in parts]
+            parts = [p[: tensor.rows] if len(p) >= tensor.rows else torch.cat([p, fill[len(p) :]]) for p in parts]
         dtype = getattr(torch, DTYPE_NAMES[self.compute_dtypes[index]])
         return [p.to(dtype) for p in parts]
 

@@ -55,7 +55,10 @@ class ModelFolder:
             return None
         data = json.loads(path.read_text(encoding="utf-8"))
         vocab = (data.get("model") or {}).get("vocab") or {}
-        tokens = {int(i): t for t, i in vocab.items()} if isinstance(vocab, dict) else dict(enumerate(v[0] for v in vocab))
+        if isinstance(vocab, dict):
+            tokens = {int(i): token for token, i in vocab.items()}
+        else:  # unigram vocabularies are lists of [token, score]
+            tokens = dict(enumerate(entry[0] for entry in vocab))
         tokens.update({int(added["id"]): added["content"] for added in data.get("added_tokens") or []})
         return tokens
 
@@ -65,10 +68,7 @@ def open_model(source: MergeInput) -> ModelFolder:
     from ftsdk.models import ALIASES, resolve
 
     reference = source.reference
-    if reference in ALIASES:
-        path = Path(resolve(reference).source)
-    else:
-        path = Path(reference).expanduser()
+    path = Path(resolve(reference).source) if reference in ALIASES else Path(reference).expanduser()
     if not path.is_dir():
         if "+" in reference and Path(reference.split("+")[0]).exists():
             raise ConfigError(f"{source.label}: mergekit's 'model+lora' form is not supported",
@@ -111,6 +111,7 @@ class TensorPlan:
     tensors: list[OutputTensor]
     #: True when some inputs have a separate output embedding and others are tied: the output is untied
     untie: bool
+    #: the tokenizer source's vocab_size, which the output takes
     vocab_size: int | None
 
 

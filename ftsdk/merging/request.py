@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ftsdk import plugins
 from ftsdk.errors import ConfigError
@@ -49,6 +49,8 @@ class MergeRequest:
     #: the input whose tokenizer (and vocabulary size) the output takes
     tokenizer_source: MergeInput
     max_shard_size: int
+    #: torch threads for the math while merging (None: every core but one)
+    threads: int | None = None
 
     @property
     def others(self) -> tuple[MergeInput, ...]:
@@ -71,7 +73,7 @@ def _keys(model: type[PluginConfig]) -> set[str]:
 
 def build_request(config: MergeConfig) -> tuple[Merger, MergeRequest]:
     """Look up the merger, validate its options and every input's, and name the base and tokenizer source."""
-    cls = plugins.get("merger", config.method).cls
+    cls = cast("type[Merger]", plugins.get("merger", config.method).cls)
     method_keys, input_keys = _keys(cls.Config), _keys(cls.InputParams)
     unknown = sorted(set(config.parameters) - method_keys - input_keys)
     if unknown:
@@ -80,7 +82,7 @@ def build_request(config: MergeConfig) -> tuple[Merger, MergeRequest]:
     options = validate_config(
         cls.Config, {k: v for k, v in config.parameters.items() if k in method_keys}, where="parameters"
     )
-    merger: Merger = plugins.create("merger", config.method, options)  # type: ignore[assignment]
+    merger = cast("Merger", plugins.create("merger", config.method, options.model_dump(by_alias=True)))
     defaults = validate_config(
         cls.InputParams, {k: v for k, v in config.parameters.items() if k in input_keys}, where="parameters"
     )
@@ -109,6 +111,7 @@ def build_request(config: MergeConfig) -> tuple[Merger, MergeRequest]:
         out_dtype=config.out_dtype,
         tokenizer_source=_tokenizer_source(config, inputs, base),
         max_shard_size=int(config.max_shard_size),
+        threads=config.threads,
     )
 
 

@@ -16,7 +16,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from ftsdk.errors import ModelLoadError
 
@@ -83,8 +83,8 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
     for name, entry in header.items():
         if entry["dtype"] not in DTYPE_NAMES:
             raise ModelLoadError(f"{path}: tensor {name} has dtype {entry['dtype']}, which ftsdk cannot merge")
-        begin, end = entry["data_offsets"]
-        tensors[name] = TensorInfo(name, path, entry["dtype"], tuple(entry["shape"]), 8 + length + begin, 8 + length + end)
+        begin, end = (8 + length + offset for offset in entry["data_offsets"])
+        tensors[name] = TensorInfo(name, path, entry["dtype"], tuple(entry["shape"]), begin, end)
     return tensors
 
 
@@ -127,7 +127,7 @@ class Checkpoint:
         info = self.tensors[name]
         tensor = torch.empty(info.shape, dtype=getattr(torch, DTYPE_NAMES[info.dtype]))
         if info.nbytes:
-            buffer = memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
+            buffer = tensor.reshape(-1).view(torch.uint8).numpy().data
             descriptor = self._descriptor(info.file)
             done = 0
             while done < info.nbytes:
@@ -201,7 +201,7 @@ class ShardedWriter:
         ]
         self._queue = [(shard_index, tensor) for shard_index, shard in enumerate(self.shards) for tensor in shard]
         self._position = 0
-        self._handle = None
+        self._handle: BinaryIO | None = None
         self._open_shard = -1
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
@@ -211,15 +211,15 @@ class ShardedWriter:
         shard_index, planned = self._queue[self._position]
         got = (name, CODE_OF_NAME.get(str(tensor.dtype).removeprefix("torch.")), tuple(tensor.shape))
         if got != (planned.name, planned.dtype, planned.shape):
-            raise RuntimeError(f"merge produced {got}, but the plan expected {(planned.name, planned.dtype, planned.shape)}")
+            expected = (planned.name, planned.dtype, planned.shape)
+            raise RuntimeError(f"merge produced {got}, but the plan expected {expected}")
         if shard_index != self._open_shard:
             self._finish_shard()
-            self._handle = open(self.folder / self.names[shard_index], "wb")
+            self._handle = open(self.folder / self.names[shard_index], "wb")  # noqa: SIM115 (spans writes)
             self._handle.write(_header(self.shards[shard_index]))
             self._open_shard = shard_index
-        if planned.nbytes:
-            data = tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
-            self._handle.write(memoryview(data))
+        if planned.nbytes and self._handle is not None:
+            self._handle.write(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy().data)
         self._position += 1
 
     def _finish_shard(self) -> None:

@@ -14,14 +14,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic import Field as PydanticField
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
-Number = Union[float, list[float]]
+Number = float | list[float]
 
 
 class Filtered(BaseModel):
@@ -33,7 +33,7 @@ class Filtered(BaseModel):
     value: Number = PydanticField(description="A number or a per-layer gradient.")
 
 
-Setting = Union[float, list[float], list[Filtered]]
+Setting = float | list[float] | list[Filtered]
 """The static type of a tensor-dependent option; validate it with :class:`SettingOf`."""
 
 
@@ -50,7 +50,8 @@ class SettingOf:
         for key, bound in self.bounds.items():
             if not {"ge": value >= bound, "le": value <= bound, "gt": value > bound}[key]:
                 word = {"ge": "at least", "le": "at most", "gt": "greater than"}[key]
-                raise PydanticCustomError("setting", "every value must be {word} {bound}", {"word": word, "bound": bound})
+                context = {"word": word, "bound": bound}
+                raise PydanticCustomError("setting", "every value must be {word} {bound}", context)
         return float(value)
 
     def _numbers(self, value: Any) -> Number:
@@ -101,14 +102,14 @@ def _interpolate(values: Sequence[float], t: float) -> float:
 
 def evaluate(setting: Setting, tensor_name: str, t: float) -> float | None:
     """The value of ``setting`` for one tensor at layer position ``t``; None when no filter matches."""
-    if isinstance(setting, list) and setting and isinstance(setting[0], Filtered):
-        for entry in setting:
+    if not isinstance(setting, list):
+        return setting
+    if setting and isinstance(setting[0], Filtered):
+        for entry in cast("list[Filtered]", setting):
             if entry.filter in (None, "*") or entry.filter in tensor_name:
                 return evaluate(entry.value, tensor_name, t)
         return None
-    if isinstance(setting, list):
-        return _interpolate(setting, t)
-    return setting
+    return _interpolate(cast("list[float]", setting), t)
 
 
 _LAYER = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks)\.(\d+)\.")

@@ -37,7 +37,7 @@ def write_weights(folder: Path, tensors: dict[str, torch.Tensor], shards: int = 
     if shards == 1:
         save_file({n: tensors[n].contiguous() for n in names}, folder / "model.safetensors", metadata={"format": "pt"})
         return
-    weight_map = {}
+    weight_map: dict[str, str] = {}
     for index in range(shards):
         file = f"model-{index + 1:05d}-of-{shards:05d}.safetensors"
         part = names[index::shards]

@@ -1,0 +1,20 @@
+"""Option fields shared by the built-in mergers (mergekit's names, meanings and defaults)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from ftsdk.merging.settings import Setting, SettingOf
+
+#: an input's weight: required (None means "not given"); any sign; may vary by layer or tensor name
+Weight = Annotated[Setting | None, SettingOf()]
+#: a fraction in [0, 1] that may vary by layer or tensor name
+Fraction = Annotated[Setting, SettingOf(ge=0, le=1)]
+
+WEIGHT = Field(
+    None,
+    description="Required. How much this input counts: a number, a per-layer gradient such as [0, 0.5, 1], "
+    "or filtered entries such as [{filter: mlp, value: 0.7}, {value: 0.3}].",
+)
