@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ftsdk.errors import ConfigError
-from ftsdk.validation import validate_config
+from ftsdk.validation import read_yaml_mapping, validate_config
 
 
 class _Strict(BaseModel):
@@ -63,6 +61,11 @@ class TrainingConfig(_Strict):
         None, ge=1, description="Evaluate every this many steps; None evaluates once per epoch."
     )
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto",
+        description="Autocast precision: auto = bf16 where the device computes bf16 natively (recent GPUs, CPUs "
+        "with AVX512-BF16 or AMX), else none.",
+    )
     threads: int | None = Field(None, ge=1, description="CPU threads for torch; None keeps torch's default.")
 
 
@@ -90,15 +93,7 @@ class Recipe(_Strict):
     def from_yaml(cls, path: str | Path) -> Recipe:
         """Read a recipe; relative paths inside it are relative to the recipe file."""
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"recipe not found: {path}", hint="pass the path of a YAML recipe file")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: a recipe must be a mapping of fields, got {type(raw).__name__}")
-        recipe = validate_config(cls, raw, where=str(path))
+        recipe = validate_config(cls, read_yaml_mapping(path, "recipe"), where=str(path))
         return recipe.model_copy(update=recipe._resolved_paths(path.parent))
 
     def _resolved_paths(self, base: Path) -> dict[str, Any]:

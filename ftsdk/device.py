@@ -1,4 +1,9 @@
-"""Pick the device and dtype to run on: CUDA with bf16 where supported, else CPU in float32."""
+"""Pick the device and dtype to run on: CUDA with bf16 where supported, else CPU in float32.
+
+Whether the hardware computes in bf16 natively (recent GPUs; CPUs with AVX512-BF16 or AMX) is
+recorded too: training then uses bf16 autocast over float32 weights (see TrainingConfig.mixed_precision).
+On CPUs without it, bf16 is emulated and several times slower than float32.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ class Placement:
 
     device: str
     dtype: torch.dtype
+    #: the device computes bfloat16 natively
+    native_bf16: bool = False
 
     @property
     def on_cpu(self) -> bool:
@@ -44,7 +51,14 @@ def choose_placement(device: str = "auto", dtype: str = "auto") -> Placement:
         wanted = getattr(torch, dtype)
     if chosen == "cuda" and wanted == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         raise ConfigError("this GPU does not support bfloat16", hint="use dtype: float16 or float32")
-    return Placement(chosen, wanted)
+    native = torch.cuda.is_bf16_supported() if chosen == "cuda" else _cpu_has_bf16(torch)
+    return Placement(chosen, wanted, native)
+
+
+def _cpu_has_bf16(torch: object) -> bool:
+    cpu = torch.cpu  # type: ignore[attr-defined]
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(cpu, check, lambda: False)() for check in checks)
 
 
 @contextlib.contextmanager

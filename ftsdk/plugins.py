@@ -12,7 +12,6 @@ A plugin whose import or registration fails is recorded in :func:`broken` and th
 from __future__ import annotations
 
 import difflib
-import importlib
 import importlib.metadata as metadata
 import os
 from collections.abc import Mapping

@@ -78,7 +78,8 @@ def model_card(manifest: dict[str, Any]) -> str:
             "",
             f"Adapter `{adapter['name']}`: `{adapter['config']}`  ",
             f"Objective `{objective['name']}`: `{objective['config']}`  ",
-            f"Device {manifest['placement']['device']}, dtype {manifest['placement']['dtype']}.",
+            f"Device {manifest['placement']['device']}, weights in {manifest['placement']['dtype']}, "
+            f"mixed precision: {manifest['placement'].get('mixed_precision', 'no')}.",
             "",
             "| setting | value |",
             "|---|---|",

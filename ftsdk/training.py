@@ -38,6 +38,16 @@ class TrainOutcome:
     log_history: list[dict[str, Any]]
 
 
+def mixed_precision(training: TrainingConfig, placement: Placement) -> str:
+    """The autocast precision a run uses: "bf16", "fp16" or "no" (resolving "auto" for the device)."""
+    weights = placement.dtype_name
+    if weights in ("bfloat16", "float16"):
+        return "bf16" if weights == "bfloat16" else "fp16"
+    if training.mixed_precision == "auto":
+        return "bf16" if placement.native_bf16 else "no"
+    return training.mixed_precision
+
+
 def _checkpointing_argument() -> str:
     from dataclasses import fields
 
@@ -51,6 +61,7 @@ def trainer_arguments(job: TrainJob) -> dict[str, Any]:
     """Keyword arguments for any ``transformers.TrainingArguments`` subclass (SFTConfig, DPOConfig, ...)."""
     t = job.training
     checkpointing = _checkpointing_argument()  # renamed in transformers 5
+    precision = mixed_precision(t, job.placement)
     has_eval = bool(job.eval_examples)
     return {
         "output_dir": str(job.work_dir),
@@ -76,8 +87,8 @@ def trainer_arguments(job: TrainJob) -> dict[str, Any]:
         checkpointing: t.gradient_checkpointing,
         # TRL/Trainer defaults assume a GPU: say explicitly where we run and in which precision
         "use_cpu": job.placement.on_cpu,
-        "bf16": str(job.placement.dtype) == "torch.bfloat16",
-        "fp16": str(job.placement.dtype) == "torch.float16",
+        "bf16": precision == "bf16",
+        "fp16": precision == "fp16",
         "dataloader_pin_memory": not job.placement.on_cpu,
     }
 
@@ -106,6 +117,9 @@ def run_trainer(trainer: Any) -> TrainOutcome:
     if not trainer.args.bf16:
         _undo_bf16_adapter_cast(trainer.model)
     trainer.train()
+    # accelerate wrapped forward() in an autocast for mixed precision: undo it, so the trained model
+    # computes exactly as it will when reloaded from disk
+    trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     history = list(trainer.state.log_history)
     return TrainOutcome(final_metrics(history), history)
 

@@ -17,6 +17,7 @@ from ftsdk.config import ModelSpec, Recipe, TrainingConfig
 from ftsdk.data.formats import Conversation
 from ftsdk.data.loading import DataSet, load_dataset
 from ftsdk.device import torch_threads
+from ftsdk.training import mixed_precision
 from ftsdk.errors import ConfigError
 from ftsdk.kinds import Adapter, Objective
 from ftsdk.models import ALIASES, DEFAULT_MODEL, ResolvedModel, load_tokenizer, resolve
@@ -82,6 +83,18 @@ class Tuner:
         )
 
     @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> Tuner:
+        """A Tuner configured exactly as the run that wrote ``manifest`` (an ``ftsdk.json``): fit it to reproduce."""
+        return cls(
+            manifest["base_model"]["spec"],
+            adapter=manifest["adapter"]["name"],
+            objective=manifest["objective"]["name"],
+            adapter_config=manifest["adapter"]["config"],
+            objective_config=manifest["objective"]["config"],
+            training=manifest["training"],
+        )
+
+    @classmethod
     def load(cls, output_dir: str | Path) -> Tuner:
         """Reopen a trained output folder (its manifest names the base model and plugins) for generation."""
         manifest = read_manifest(output_dir)
@@ -90,14 +103,7 @@ class Tuner:
             tuner._load_base()
             tuner.output_dir = Path(output_dir)
             return tuner
-        tuner = cls(
-            manifest["base_model"]["spec"],
-            adapter=manifest["adapter"]["name"],
-            objective=manifest["objective"]["name"],
-            adapter_config=manifest["adapter"]["config"],
-            objective_config=manifest["objective"]["config"],
-            training=manifest["training"],
-        )
+        tuner = cls.from_manifest(manifest)
         if manifest["kind"] == "adapter":
             from peft import PeftModel
 
@@ -272,7 +278,11 @@ class Tuner:
             },
             "training": self.training.model_dump(mode="json"),
             "seed": self.training.seed,
-            "placement": {"device": placement.device, "dtype": placement.dtype_name},
+            "placement": {
+                "device": placement.device,
+                "dtype": placement.dtype_name,
+                "mixed_precision": mixed_precision(self.training, placement),
+            },
             "data": {"train": train_set.summary(), "eval": eval_set.summary() if eval_set else None},
             "metrics": metrics,
             "train_seconds": round(seconds, 2),

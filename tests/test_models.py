@@ -113,3 +113,17 @@ def test_cpu_placement_is_float32_and_missing_cuda_is_refused():
         with pytest.raises(ConfigError, match="no CUDA GPU"):
             choose_placement("cuda")
     assert choose_placement("cpu", "bfloat16").dtype == torch.bfloat16
+
+
+def test_mixed_precision_follows_the_hardware_unless_told():
+    import torch
+
+    from ftsdk.config import TrainingConfig
+    from ftsdk.device import Placement
+    from ftsdk.training import mixed_precision
+
+    native, emulated = Placement("cpu", torch.float32, True), Placement("cpu", torch.float32, False)
+    assert mixed_precision(TrainingConfig(), native) == "bf16"
+    assert mixed_precision(TrainingConfig(), emulated) == "no"
+    assert mixed_precision(TrainingConfig(mixed_precision="no"), native) == "no"
+    assert mixed_precision(TrainingConfig(), Placement("cuda", torch.bfloat16, True)) == "bf16"

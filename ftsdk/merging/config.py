@@ -12,11 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import AliasChoices, BaseModel, ByteSize, ConfigDict, Field, model_validator
 
-from ftsdk.errors import ConfigError
-from ftsdk.validation import validate_config
+from ftsdk.validation import read_yaml_mapping, validate_config
 
 DtypeName = Literal["float32", "float16", "bfloat16", "float64"]
 _UNSUPPORTED = {
@@ -120,15 +118,7 @@ def load_merge_config(source: MergeConfig | Mapping[str, Any] | str | Path) -> M
     if isinstance(source, Mapping):
         return validate_config(MergeConfig, source, where="merge config")
     path = Path(source)
-    if not path.is_file():
-        raise ConfigError(f"merge config not found: {path}", hint="pass the path of a YAML file")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a merge config must be a mapping of fields, got {type(raw).__name__}")
-    config = validate_config(MergeConfig, raw, where=str(path))
+    config = validate_config(MergeConfig, read_yaml_mapping(path, "merge config"), where=str(path))
     return _relative_to(config, path.parent)
 
 
