@@ -55,7 +55,7 @@ def run_baseline(data: Path, steps: int, out: Path, checkpointing: bool) -> dict
                                              task_type="CAUSAL_LM"))
     args = SFTConfig(output_dir=str(out), max_steps=steps, per_device_train_batch_size=8, learning_rate=5e-4,
                      lr_scheduler_type="cosine", max_length=256, logging_steps=1, save_strategy="no",
-                     report_to="none", use_cpu=True, seed=0, disable_tqdm=True,
+                     report_to="none", use_cpu=True, seed=0, data_seed=0, disable_tqdm=True,
                      gradient_checkpointing=checkpointing)
     trainer = SFTTrainer(model=model, args=args, train_dataset=load_dataset("json", data_files=str(data))["train"],
                          processing_class=tokenizer)
