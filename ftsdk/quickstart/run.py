@@ -11,12 +11,12 @@ from typing import Any
 from ftsdk.data.loading import load_dataset
 from ftsdk.evaluate import LabelScore, choose_labels, score_labels
 
-#: chosen on the validation split, never the test split (1e-3: 82.5% val accuracy, 5e-4: 75%);
-#: one epoch of LoRA r=16 fits in ~5 min on 2 CPU cores
+#: chosen on the validation split, never the test split: lr 1e-3 (82.5% val accuracy) over 5e-4 (75%),
+#: float32 (82.5%) over bf16 autocast (75%, though 1.4x faster); one epoch fits in ~5 min on 2 CPU cores
 PRESET: dict[str, Any] = {
     "adapter_config": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
     "training": {"epochs": 1, "learning_rate": 1e-3, "batch_size": 8, "max_length": 256, "logging_steps": 5,
-                 "warmup_ratio": 0.05, "seed": 42},
+                 "warmup_ratio": 0.05, "seed": 42, "mixed_precision": "no"},
 }
 
 
