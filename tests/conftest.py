@@ -1,1 +1,14 @@
+import pytest
+
 pytest_plugins = ["ftsdk.testing.fixtures"]
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    """Fail the test if anything resolves a model: errors must come before that."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the error")
+
+    monkeypatch.setattr("ftsdk.models.resolve", refuse)  # looked up at call time (export)
+    monkeypatch.setattr("ftsdk.tuner.resolve", refuse)  # imported by name into the tuner

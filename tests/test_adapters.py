@@ -103,15 +103,6 @@ def test_merged_model_computes_what_the_adapted_one_did(case, fit, tiny_model_di
     assert (merged_dir / "tokenizer.json").is_file() and not (merged_dir / "adapter_config.json").exists()
 
 
-@pytest.fixture
-def no_model_loading(monkeypatch):
-    """Fail the test if anything resolves a model: the error must come first."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was loaded before the error")
-
-    monkeypatch.setattr("ftsdk.tuner.resolve", refuse)
-
 
 @pytest.mark.parametrize(
     ("adapter", "config"),

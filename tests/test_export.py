@@ -35,13 +35,6 @@ def plain_lora(tiny_model_dir, tmp_path_factory):
         return folder, model.eval()(input_ids=IDS).logits
 
 
-@pytest.fixture
-def no_model_loading(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was loaded before the error")
-
-    monkeypatch.setattr("ftsdk.models.resolve", refuse)
-
 
 def test_plain_peft_folder_merges_into_the_base_it_names(plain_lora, tiny_model_dir, tmp_path):
     folder, adapted = plain_lora

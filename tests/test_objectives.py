@@ -131,15 +131,6 @@ def test_grpo_trains_from_reward_functions_and_reloads(tiny_model_dir, tmp_path)
     assert_reloads_as_trained(tuner, result.output_dir, tiny_model_dir)
 
 
-@pytest.fixture
-def no_model_loading(monkeypatch):
-    """Fail the test if anything loads a model: errors must come before that."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was loaded before the error")
-
-    monkeypatch.setattr("ftsdk.tuner.resolve", refuse)
-
 
 @pytest.mark.parametrize(
     ("objective", "config", "message"),

@@ -98,15 +98,6 @@ def test_generate_and_reopen(fitted):
     assert Tuner.load(result.output_dir).generate("what is the color of the sky", max_new_tokens=4) == one
 
 
-@pytest.fixture
-def no_model_loading(monkeypatch):
-    """Fail the test if anything loads a model: errors must come before that."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was loaded before the error")
-
-    monkeypatch.setattr("ftsdk.tuner.resolve", refuse)
-
 
 def test_non_empty_output_is_refused_before_loading(tiny_model_dir, chat_data, tmp_path, no_model_loading):
     (tmp_path / "out").mkdir()
