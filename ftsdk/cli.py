@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from ftsdk import __version__
 from ftsdk.errors import FtsdkError
+from ftsdk.hookspecs import HOOK_OF_KIND
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
@@ -168,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(run=_cmd_plugins)
 
     schema = commands.add_parser("schema", help="print a plugin config's JSON schema")
-    schema.add_argument("kind", choices=["adapter", "objective", "quantizer", "merger"])
+    schema.add_argument("kind", choices=list(HOOK_OF_KIND))
     schema.add_argument("name")
     schema.set_defaults(run=_cmd_schema)
 
