@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ftsdk.device import Placement
     from ftsdk.merging.request import MergeRequest
     from ftsdk.models import ResolvedModel
+    from ftsdk.quantizing import QuantizeJob
     from ftsdk.training import TrainJob, TrainOutcome
 
 
@@ -118,13 +119,34 @@ class Objective(Plugin):
 
 
 class Quantizer(Plugin):
-    """How a model is made smaller (GGUF, GPTQ, AWQ, bitsandbytes)."""
+    """How a model is made smaller (GGUF, GPTQ, AWQ, bitsandbytes).
+
+    The core (:func:`ftsdk.quantizing.quantize`) resolves the source, calls :meth:`check` before any
+    heavy work, gathers calibration texts when :attr:`uses_calibration`, and hands :meth:`quantize` an
+    empty temporary folder that becomes the output, with its ``ftsdk.json``, only once complete.
+    """
 
     kind: ClassVar[str] = "quantizer"
+    #: what the output folder holds: "model" (a transformers folder) or "gguf" (one ``.gguf`` file)
+    produces: ClassVar[str] = "model"
+    #: the sources it takes: "model" (a transformers folder) and/or "adapter" (a PEFT adapter folder)
+    accepts: ClassVar[tuple[str, ...]] = ("model",)
+    #: whether :meth:`quantize` needs calibration texts (``QuantizeJob.calibration``)
+    uses_calibration: ClassVar[bool] = False
+
+    def check(self, source: Path, source_kind: str) -> None:
+        """Raise :class:`ftsdk.errors.ConfigError` if this config cannot quantize ``source``.
+
+        Cheap: read ``config.json`` (or ``adapter_config.json``), never the weights.
+        """
 
     @abstractmethod
-    def quantize(self, source: str, output: str, calibration: list[str] | None = None) -> None:
-        """Write a quantized copy of the model folder ``source`` to ``output``."""
+    def quantize(self, job: QuantizeJob) -> dict[str, Any]:
+        """Write the quantized model into the empty ``job.output``; return facts for the manifest.
+
+        The facts include ``files`` (the written file names) and ``warnings`` (strings the user must see,
+        e.g. tensors a backend left unquantized).
+        """
 
 
 class PreparedMerge(Protocol):
