@@ -1,0 +1,1 @@
+"""Chains: the scripted path from a tuned model to shippable artifacts."""

@@ -1,0 +1,1 @@
+"""Distributed training (DDP, FSDP2, DeepSpeed) and its launcher."""

@@ -1,0 +1,1 @@
+"""Evaluating models side by side: metrics, the forgetting check and the run report."""

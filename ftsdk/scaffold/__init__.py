@@ -1,0 +1,1 @@
+"""``ftsdk plugin new``: scaffold an installable third-party plugin package."""

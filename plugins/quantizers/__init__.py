@@ -1,0 +1,1 @@
+"""Built-in quantizers: GGUF, GPTQ, AWQ, bitsandbytes."""
