@@ -33,14 +33,18 @@ _LAZY = {
     "merge": "ftsdk.merging",
     "merge_adapter": "ftsdk.export",
     "estimate": "ftsdk.estimate",
+    "Chain": "ftsdk.chain",
+    "quantize": "ftsdk.quantizing",
 }
 
 if TYPE_CHECKING:
     from ftsdk import plugins
+    from ftsdk.chain import Chain
+    from ftsdk.config import ModelSpec, Recipe, TrainingConfig
     from ftsdk.estimate import estimate
     from ftsdk.export import merge_adapter
     from ftsdk.merging import merge
-    from ftsdk.config import ModelSpec, Recipe, TrainingConfig
+    from ftsdk.quantizing import quantize
     from ftsdk.tuner import FitResult, Tuner
 
 
@@ -56,6 +60,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Adapter",
+    "Chain",
     "ConfigError",
     "DataError",
     "FitResult",
@@ -80,4 +85,5 @@ __all__ = [
     "merge",
     "merge_adapter",
     "plugins",
+    "quantize",
 ]

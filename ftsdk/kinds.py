@@ -145,7 +145,9 @@ class Quantizer(Plugin):
         """Write the quantized model into the empty ``job.output``; return facts for the manifest.
 
         The facts include ``files`` (the written file names) and ``warnings`` (strings the user must see,
-        e.g. tensors a backend left unquantized).
+        e.g. tensors a backend left unquantized), and may include ``quality``: a flat mapping of figures
+        measured of the output (e.g. ``perplexity_ratio`` against the source), which ``ftsdk quantize`` prints
+        and the manifest keeps under ``quality``; other facts are kept under ``facts``.
         """
 
 
