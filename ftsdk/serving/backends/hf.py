@@ -1,0 +1,196 @@
+"""transformers + peft: the base loaded once, PEFT adapters loaded beside it and chosen per request.
+
+One PeftModel holds every adapter (``load_adapter``/``set_adapter``); the base model answers with
+adapters disabled. Generation is serialized by a lock: one request runs ``model.generate`` at a time,
+in its own thread, streaming text through a ``TextIteratorStreamer``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ftsdk.errors import ConfigError, DataError, ModelLoadError
+from ftsdk.serving.backends.base import (
+    Backend,
+    Generation,
+    GenerationJob,
+    UnknownAdapterError,
+)
+from ftsdk.serving.config import ServeConfig
+from ftsdk.serving.stops import StopFilter
+
+
+class TransformersBackend(Backend):
+    name: ClassVar[str] = "transformers"
+    requires: ClassVar[tuple[str, ...]] = ("torch", "transformers", "peft")
+    install_hint: ClassVar[str] = "pip install ftsdk (torch, transformers and peft are core dependencies)"
+
+    def __init__(self, config: ServeConfig) -> None:
+        super().__init__(config)
+        import torch
+
+        from ftsdk.config import ModelSpec
+        from ftsdk.device import choose_placement
+        from ftsdk.models import load_model, load_tokenizer, resolve
+
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        spec = ModelSpec(name=config.base, device=config.device, dtype=config.dtype)
+        resolved = resolve(spec)
+        self.tokenizer = load_tokenizer(resolved, spec)
+        self.model: Any = load_model(resolved, spec, choose_placement(config.device, config.dtype)).eval()
+        self.peft: Any = None  # the PeftModel around self.model while at least one adapter is loaded
+        self._lock = threading.Lock()
+        model_context = getattr(self.model.config, "max_position_embeddings", None) or config.max_context or 2048
+        self._context = min(config.max_context or model_context, model_context)
+        eos = self.model.generation_config.eos_token_id
+        self._eos = set(eos if isinstance(eos, list) else [eos if eos is not None else self.tokenizer.eos_token_id])
+
+    @classmethod
+    def check_base(cls, base: str) -> None:
+        from ftsdk.models import ALIASES
+
+        path = Path(base).expanduser()
+        if base not in ALIASES and not path.exists() and "/" not in base:
+            raise ConfigError(f"base model '{base}' is neither a known alias nor a path",
+                              hint=f"aliases: {', '.join(ALIASES)}; or a model folder, a .gguf file, a hub id")
+
+    @classmethod
+    def check_adapter(cls, path: str) -> Path:
+        folder = Path(path).expanduser()
+        if not (folder / "adapter_config.json").is_file():
+            raise ConfigError(f"adapter '{path}' is not a PEFT adapter folder (no adapter_config.json in it)",
+                              hint="point at a training run's output folder or any folder written by save_pretrained")
+        return folder
+
+    @property
+    def context_length(self) -> int:
+        return self._context
+
+    def chat_prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        from jinja2 import TemplateError
+
+        if not self.tokenizer.chat_template:
+            raise DataError("the base model's tokenizer has no chat template", hint="use /v1/completions instead")
+        try:
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except TemplateError as exc:
+            raise DataError(f"the chat template refused these messages: {exc}") from None
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def text_prompt_ids(self, text: str) -> list[int]:
+        return self.tokenizer(text)["input_ids"]
+
+    def load_adapter(self, name: str, path: Path) -> None:
+        from peft import PeftConfig, PeftModel
+
+        with self._lock:
+            try:
+                if self.peft is None:
+                    config = PeftConfig.from_pretrained(str(path))
+                    config.inference_mode = True
+                    self.peft = PeftModel(self.model, config, adapter_name=name)
+                self.peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
+            except Exception as exc:  # noqa: BLE001 - peft raises many kinds; the server must keep serving
+                self._forget(name)
+                raise ModelLoadError(f"could not load adapter '{name}' from {path}: {type(exc).__name__}: {exc}",
+                                     hint="the adapter must have been trained on this base model") from None
+            self.peft.eval()
+
+    def unload_adapter(self, name: str) -> None:
+        with self._lock:
+            self._forget(name)
+
+    def _forget(self, name: str) -> None:
+        """Delete adapter ``name``; with the last one gone, take the PEFT layers out of the base model again."""
+        if self.peft is None or name not in self.peft.peft_config:
+            return
+        if len(self.peft.peft_config) > 1:
+            self.peft.delete_adapter(name)
+            return
+        from peft.tuners.tuners_utils import BaseTuner
+
+        tuner = self.peft.base_model
+        self.model = tuner.unload() if isinstance(tuner, BaseTuner) else self.peft.get_base_model()
+        self.peft = None
+
+    def _select(self, adapter: str | None) -> tuple[Any, contextlib.AbstractContextManager[Any]]:
+        """The model to run and the context to run it in; call with the lock held."""
+        if adapter is None:
+            return (self.model, contextlib.nullcontext()) if self.peft is None else (self.peft, self.peft.disable_adapter())
+        if self.peft is None or adapter not in self.peft.peft_config:
+            raise UnknownAdapterError(adapter)
+        self.peft.set_adapter(adapter)
+        return self.peft, contextlib.nullcontext()
+
+    def start(self, job: GenerationJob) -> Generation:
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        generation = Generation(pieces=iter(()))
+        outcome: dict[str, Any] = {}
+        worker = threading.Thread(target=self._generate, args=(job, streamer, generation, outcome), daemon=True)
+        worker.start()
+        generation.pieces = self._pieces(job, streamer, generation, outcome, worker)
+        return generation
+
+    def _generate(self, job: GenerationJob, streamer: Any, generation: Generation, outcome: dict[str, Any]) -> None:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class _Cancelled(StoppingCriteria):
+            def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> bool:
+                return generation.cancelled.is_set()
+
+        sampling: dict[str, Any] = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        if job.temperature > 0:
+            sampling = {"do_sample": True, "temperature": job.temperature, "top_p": job.top_p, "top_k": 0}
+        try:
+            with self._lock:
+                model, context = self._select(job.adapter)
+                ids = torch.tensor([job.prompt_ids], device=model.device)
+                if job.seed is not None:
+                    torch.manual_seed(job.seed)
+                with context, torch.inference_mode():
+                    output = model.generate(
+                        input_ids=ids,
+                        attention_mask=torch.ones_like(ids),
+                        max_new_tokens=job.max_tokens,
+                        streamer=streamer,
+                        stop_strings=job.stop or None,
+                        tokenizer=self.tokenizer if job.stop else None,
+                        stopping_criteria=StoppingCriteriaList([_Cancelled()]),
+                        pad_token_id=self.tokenizer.pad_token_id,
+                        **sampling,
+                    )
+            outcome["ids"] = output[0, ids.shape[1] :].tolist()
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it in the request
+            outcome["error"] = exc
+            streamer.end()
+
+    def _pieces(self, job: GenerationJob, streamer: Any, generation: Generation, outcome: dict[str, Any],
+                worker: threading.Thread) -> Iterator[str]:
+        stops = StopFilter(job.stop)
+        try:
+            for piece in streamer:
+                text = stops.feed(piece)
+                if text:
+                    yield text
+                if stops.stopped:
+                    generation.cancelled.set()
+            worker.join()
+            if "error" in outcome:
+                raise outcome["error"]
+            rest = stops.flush()
+            if rest:
+                yield rest
+            new_ids: list[int] = outcome["ids"]
+            generation.completion_tokens = len(new_ids)
+            ended = stops.stopped or bool(new_ids and new_ids[-1] in self._eos) or len(new_ids) < job.max_tokens
+            generation.finish_reason = "stop" if ended else "length"
+        finally:
+            generation.cancelled.set()

@@ -1,0 +1,81 @@
+"""The options of ``ftsdk serve``, validated before any model is loaded."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from ftsdk.kinds import PluginConfig
+
+#: names clients put in the ``model`` field: letters, digits and ``._:-/`` (vLLM and OpenAI ids look like this)
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+
+
+class ServeConfig(PluginConfig):
+    """One base model, the adapters served over it, and the HTTP server's settings."""
+
+    base: str = Field(
+        description="The base model: an alias (smollm2-135m), a local HF folder or a .gguf file "
+        "(the llamacpp backend needs a .gguf file).",
+        min_length=1,
+    )
+    adapters: dict[str, str] = Field(
+        default_factory=dict,
+        description="Adapters served at start, name -> path (a PEFT adapter folder; a GGUF LoRA file for llamacpp).",
+    )
+    backend: Literal["transformers", "llamacpp"] = Field(
+        "transformers", description="transformers+peft (any machine) or llama.cpp (GGUF base and LoRA files, CPU)."
+    )
+    served_name: str | None = Field(
+        None, description="The base model's name in the `model` field (default: the alias or the file/folder name)."
+    )
+    host: str = Field("127.0.0.1", description="Address to bind; keep the loopback unless you put auth in front.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
+    max_context: int | None = Field(
+        None, ge=16, description="Most prompt + completion tokens per request (default: the model's context length)."
+    )
+    default_max_tokens: int = Field(256, ge=1, description="Completion tokens when a request gives no max_tokens.")
+    max_body_bytes: int = Field(
+        1_000_000, ge=1024, description="Largest request body in bytes; larger bodies get 413."
+    )
+    threads: int | None = Field(None, ge=1, description="CPU threads for generation (default: the library's choice).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="transformers backend: where the model runs.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="transformers backend: weight precision (auto: float32 on CPU)."
+    )
+    allow_adapter_changes: bool = Field(
+        True, description="Serve POST /v1/adapters and DELETE /v1/adapters/{name} (load/unload at run time)."
+    )
+    api_key: str | None = Field(
+        None, description="If set, every /v1 request needs `Authorization: Bearer API_KEY`.", min_length=1
+    )
+
+    @field_validator("adapters")
+    @classmethod
+    def _adapter_names(cls, adapters: dict[str, str]) -> dict[str, str]:
+        for name in adapters:
+            check_model_name(name)
+        return adapters
+
+    @field_validator("served_name")
+    @classmethod
+    def _served_name(cls, name: str | None) -> str | None:
+        return None if name is None else check_model_name(name)
+
+    @property
+    def base_name(self) -> str:
+        """The name clients use for the base model."""
+        if self.served_name:
+            return self.served_name
+        path = Path(self.base)
+        return path.stem if path.suffix == ".gguf" else (path.name or self.base)
+
+
+def check_model_name(name: str) -> str:
+    """``name`` if it can be a model name, else ValueError (pydantic turns it into a validation error)."""
+    if not MODEL_NAME.match(name):
+        raise ValueError(f"'{name}' is not a usable model name: use letters, digits and ._:/- (at most 128)")
+    return name

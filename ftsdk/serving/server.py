@@ -1,0 +1,77 @@
+"""Build the app from a ServeConfig (checks first, then the model) and run it with uvicorn."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import sys
+from typing import TYPE_CHECKING
+
+from ftsdk.errors import ConfigError, PluginUnavailableError
+from ftsdk.serving.config import ServeConfig
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from ftsdk.serving.backends.base import Backend
+
+
+def check_serving_installed() -> None:
+    """PluginUnavailableError unless FastAPI and uvicorn are importable."""
+    missing = [pkg for pkg in ("fastapi", "uvicorn") if importlib.util.find_spec(pkg) is None]
+    if missing:
+        raise PluginUnavailableError(f"ftsdk serve needs {', '.join(missing)}", hint="pip install 'ftsdk[serve]'")
+
+
+def check_config(config: ServeConfig) -> type[Backend]:
+    """The backend class, once the base, the adapter names and their paths look servable (nothing loaded)."""
+    from ftsdk.serving.backends import backend_class
+
+    check_serving_installed()
+    cls = backend_class(config.backend)
+    cls.check_base(config.base)
+    if config.base_name in config.adapters:
+        raise ConfigError(f"adapter name '{config.base_name}' is also the base model's name",
+                          hint="rename the adapter, or give the base another name with --served-name")
+    for path in config.adapters.values():
+        cls.check_adapter(path)
+    return cls
+
+
+def build_app(config: ServeConfig) -> FastAPI:
+    """Check the config, load the base model and the adapters, and return the app (not yet listening)."""
+    from ftsdk.serving.app import create_app
+    from ftsdk.serving.errors import APIError
+    from ftsdk.serving.registry import AdapterRegistry
+
+    cls = check_config(config)
+    registry = AdapterRegistry(cls(config), config.base_name)
+    for name, path in config.adapters.items():
+        try:
+            registry.load(name, path)
+        except APIError as exc:
+            raise ConfigError(f"adapter '{name}': {exc.message}") from None
+    return create_app(registry, config)
+
+
+def serve(config: ServeConfig) -> None:
+    """Serve until interrupted. Checks that the port is free before the model is loaded."""
+    check_config(config)
+    _check_port(config.host, config.port)
+    import uvicorn
+
+    app = build_app(config)
+    models = ", ".join([config.base_name, *config.adapters])
+    print(f"ftsdk serve: {models} on http://{config.host}:{config.port}/v1 ({config.backend})", file=sys.stderr)
+    uvicorn.run(app, host=config.host, port=config.port, log_level="info")
+
+
+def _check_port(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}",
+                              hint="pick another --port, or stop the process using this one") from None
