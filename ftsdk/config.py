@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ftsdk.distributed.config import DistributedConfig
 from ftsdk.validation import read_yaml_mapping, validate_config
 
 
@@ -67,6 +68,13 @@ class TrainingConfig(_Strict):
         "with AVX512-BF16 or AMX), else none.",
     )
     threads: int | None = Field(None, ge=1, description="CPU threads for torch; None keeps torch's default.")
+    save_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Write a resumable checkpoint (weights, optimizer, scheduler, RNG, data position) every this "
+        "many optimizer steps into `<output_dir>.checkpoints`; None writes none. Resume with `ftsdk train --resume`.",
+    )
+    save_total_limit: int = Field(2, ge=1, description="Keep at most this many newest complete checkpoints.")
 
 
 class DataSpec(_Strict):
@@ -88,6 +96,9 @@ class Recipe(_Strict):
     data: DataSpec = Field(description="Training and evaluation files.")
     output_dir: Path = Field(description="Where the trained adapter or model is written.")
     overwrite: bool = Field(False, description="Replace a non-empty output_dir.")
+    distributed: DistributedConfig | None = Field(
+        None, description="Train with several processes (DDP, FSDP2, DeepSpeed ZeRO); see docs/distributed.md."
+    )
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Recipe:

@@ -14,6 +14,8 @@ from ftsdk.device import Placement
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
+    from ftsdk.distributed.config import DistributedConfig
+
 
 @dataclass
 class TrainJob:
@@ -28,6 +30,10 @@ class TrainJob:
     placement: Placement
     work_dir: Path
     callbacks: list[TrainerCallback] = field(default_factory=list)
+    #: several processes: the strategy (None: one process, or DDP when a launcher started several)
+    distributed: DistributedConfig | None = None
+    #: continue from this checkpoint folder (``work_dir`` then holds the run's checkpoints)
+    resume_from: Path | None = None
 
 
 @dataclass
@@ -63,6 +69,9 @@ def trainer_arguments(job: TrainJob) -> dict[str, Any]:
     checkpointing = _checkpointing_argument()  # renamed in transformers 5
     precision = mixed_precision(t, job.placement)
     has_eval = bool(job.eval_examples)
+    from ftsdk.distributed.strategies import trainer_options
+    from ftsdk.distributed.world import current_world
+
     return {
         "output_dir": str(job.work_dir),
         "num_train_epochs": t.epochs,
@@ -81,7 +90,11 @@ def trainer_arguments(job: TrainJob) -> dict[str, Any]:
         "logging_first_step": True,
         "eval_strategy": ("steps" if t.eval_steps else "epoch") if has_eval else "no",
         "eval_steps": t.eval_steps,
-        "save_strategy": "no",
+        "save_strategy": "steps" if t.save_steps else "no",
+        **({"save_steps": t.save_steps} if t.save_steps else {}),
+        "save_total_limit": None,  # ftsdk rotates only sealed checkpoints (ftsdk.checkpoint_callback)
+        # not read by Trainer.train() itself: run_trainer passes it on
+        "resume_from_checkpoint": str(job.resume_from) if job.resume_from else None,
         "report_to": "none",
         "disable_tqdm": True,  # ftsdk draws its own progress bar
         checkpointing: t.gradient_checkpointing,
@@ -90,6 +103,7 @@ def trainer_arguments(job: TrainJob) -> dict[str, Any]:
         "bf16": precision == "bf16",
         "fp16": precision == "fp16",
         "dataloader_pin_memory": not job.placement.on_cpu,
+        **trainer_options(job.distributed, current_world(), job.placement.device),
     }
 
 
@@ -112,11 +126,17 @@ def run_trainer(trainer: Any) -> TrainOutcome:
     """Train a ``transformers.Trainer`` quietly (ftsdk's bar replaces its printing) and collect the outcome."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+    from ftsdk.distributed.fsdp import is_sharded, keep_sharded
+    from ftsdk.distributed.strategies import check_trainer
+
+    if is_sharded(trainer.model):
+        keep_sharded(trainer)  # FSDP2 reduces the gradients itself: no DDP around it
+    check_trainer(trainer)  # the world and strategy asked for, not a silent fallback
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     if not trainer.args.bf16:
         _undo_bf16_adapter_cast(trainer.model)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
     # accelerate wrapped forward() in an autocast for mixed precision: undo it, so the trained model
     # computes exactly as it will when reloaded from disk
     trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)

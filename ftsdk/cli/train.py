@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+
+#: carries ``--nproc`` to the processes torchrun starts
+NPROC_VARIABLE = "FTSDK_NPROC"
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -11,6 +15,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("recipe", help="path of the recipe (see examples/recipes/)")
     train.add_argument("--output-dir", help="override the recipe's output_dir")
     train.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    train.add_argument("--nproc", type=int, metavar="N",
+                       help="train with N processes on this machine (re-runs itself under torchrun; "
+                       "strategy from the recipe's distributed section, DDP by default)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the newest complete checkpoint in OUTPUT_DIR.checkpoints "
+                       "(written every training.save_steps steps)")
+    train.add_argument("--resume-from", metavar="CHECKPOINT",
+                       help="continue from this checkpoint folder (or the newest complete one inside this folder)")
+    train.add_argument("--force-resume", action="store_true",
+                       help="resume even if the data or settings differ from the checkpoint's run")
     train.set_defaults(run=_cmd_train)
 
     estimating = commands.add_parser(
@@ -32,18 +46,54 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from ftsdk.config import Recipe
+    from ftsdk.distributed.config import DistributedConfig
+    from ftsdk.distributed.world import current_world, launched
+    from ftsdk.errors import ConfigError
     from ftsdk.tuner import Tuner
 
     recipe = Recipe.from_yaml(args.recipe)
+    asked = args.nproc if args.nproc is not None else os.environ.get(NPROC_VARIABLE)
+    if asked is not None:
+        if int(asked) < 1:
+            raise ConfigError(f"--nproc must be at least 1, got {asked}")
+        distributed = recipe.distributed or DistributedConfig()
+        recipe = recipe.model_copy(update={"distributed": distributed.model_copy(update={"nproc": int(asked)})})
     tuner = Tuner.from_recipe(recipe)  # validates plugins and their configs before any loading
+    nproc = recipe.distributed.nproc if recipe.distributed else None
+    if nproc is not None and not launched():
+        from ftsdk.distributed.launch import relaunch
+
+        return relaunch(_forwarded(args), nproc, env={NPROC_VARIABLE: str(nproc)})
     result = tuner.fit(
         recipe.data.train,
         eval_data=recipe.data.eval,
         output_dir=args.output_dir or recipe.output_dir,
         overwrite=args.overwrite or recipe.overwrite,
+        resume=args.resume_from or args.resume,
+        force_resume=args.force_resume,
     )
-    print(json.dumps({"output_dir": str(result.output_dir), "metrics": result.metrics}, indent=2))
+    if current_world().is_main:
+        print(json.dumps({"output_dir": str(result.output_dir), "metrics": result.metrics}, indent=2))
     return 0
+
+
+def _forwarded(args: argparse.Namespace) -> list[str]:
+    """The ``ftsdk train`` arguments every process of a relaunch receives.
+
+    Not ``--nproc``: torchrun's parser takes it for its own ``--nproc-per-node`` (the environment carries it).
+    """
+    argv = ["train", args.recipe]
+    if args.output_dir:
+        argv += ["--output-dir", args.output_dir]
+    if args.overwrite:
+        argv.append("--overwrite")
+    if args.resume:
+        argv.append("--resume")
+    if args.resume_from:
+        argv += ["--resume-from", args.resume_from]
+    if args.force_resume:
+        argv.append("--force-resume")
+    return argv
 
 
 def _cmd_estimate(args: argparse.Namespace) -> int:
