@@ -93,7 +93,9 @@ def model_card(manifest: dict[str, Any]) -> str:
             usage,
             "```",
             "",
-            "The full record of this run (inputs with hashes, configs, library versions) is in `ftsdk.json`.",
+            ("The full record of this run (inputs with hashes, configs, library versions) is in `ftsdk.json`; "
+             "the run report (loss curves, data statistics, manifest) is `report.html` (self-contained) and "
+             "`report.md`."),
             "",
         ]
     )

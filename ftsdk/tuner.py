@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ftsdk import __version__, plugins
 from ftsdk.artifacts import atomic_output_dir, check_output_dir, library_versions, read_manifest, write_manifest
@@ -17,11 +17,15 @@ from ftsdk.config import ModelSpec, Recipe, TrainingConfig
 from ftsdk.data.formats import Conversation
 from ftsdk.data.loading import DataSet, load_dataset
 from ftsdk.device import torch_threads
-from ftsdk.training import mixed_precision
+from ftsdk.distributed.config import DistributedConfig
 from ftsdk.errors import ConfigError
 from ftsdk.kinds import Adapter, Objective
 from ftsdk.models import ALIASES, DEFAULT_MODEL, ResolvedModel, load_tokenizer, resolve
+from ftsdk.training import mixed_precision
 from ftsdk.validation import validate_config
+
+if TYPE_CHECKING:
+    from ftsdk.evaluation.results import Comparison
 
 LIBRARIES = ("ftsdk", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "tokenizers")
 Prompt = str | Conversation
@@ -56,12 +60,16 @@ class Tuner:
         adapter_config: Mapping[str, Any] | None = None,
         objective_config: Mapping[str, Any] | None = None,
         training: TrainingConfig | Mapping[str, Any] | None = None,
+        distributed: DistributedConfig | Mapping[str, Any] | None = None,
     ) -> None:
         spec = {"name": model} if isinstance(model, str) else model
         self.model_spec: ModelSpec = validate_config(ModelSpec, spec, where="model")
         self.adapter: Adapter = plugins.create("adapter", adapter, adapter_config)  # type: ignore[assignment]
         self.objective: Objective = plugins.create("objective", objective, objective_config)  # type: ignore[assignment]
         self.training: TrainingConfig = validate_config(TrainingConfig, training, where="training")
+        self.distributed: DistributedConfig | None = (
+            None if distributed is None else validate_config(DistributedConfig, distributed, where="distributed")
+        )
         self.model: Any = None
         self.tokenizer: Any = None
         #: the folder this tuner last wrote (fit) or opened (load)
@@ -80,6 +88,7 @@ class Tuner:
             adapter_config=recipe.adapter_config,
             objective_config=recipe.objective_config,
             training=recipe.training,
+            distributed=recipe.distributed,
         )
 
     @classmethod
@@ -123,39 +132,77 @@ class Tuner:
         eval_data: str | Path | None = None,
         output_dir: str | Path,
         overwrite: bool = False,
+        resume: bool | str | Path = False,
+        force_resume: bool = False,
     ) -> FitResult:
-        """Validate the data, train, and write the result atomically to ``output_dir``."""
+        """Validate the data, train, and write the result atomically to ``output_dir``.
+
+        With ``training.save_steps`` sealed checkpoints go to ``<output_dir>.checkpoints`` (removed once the
+        output is written). ``resume=True`` continues from the newest complete one there, ``resume=PATH`` from
+        that checkpoint or folder; a checkpoint of a different run (data, settings, versions) is refused
+        unless ``force_resume``.
+        """
         task = self.objective.data_task
         train_set = load_dataset(data, task)
         eval_set = load_dataset(eval_data, task) if eval_data is not None else None
         output = check_output_dir(output_dir, overwrite)
         self.adapter.check_training(self.training, self.objective)
         self._check_pairing()
+        from ftsdk.checkpoints import checkpoints_dir, plan_resume
+        from ftsdk.distributed.strategies import check_strategy
+        from ftsdk.distributed.world import check_world, current_world
+
+        world = current_world()
+        check_world(self.distributed, world, self._placement().device)
+        check_strategy(self.distributed, self.training.save_steps)
+        start = plan_resume(checkpoints_dir(output), resume=resume, force=force_resume, overwrite=overwrite,
+                            run_fingerprint=self._fingerprint(train_set, eval_set, world.size), is_main=world.is_main)
 
         with torch_threads(self.training.threads):
-            outcome, manifest, seconds = self._train(train_set, eval_set, output, overwrite)
+            outcome, manifest, seconds = self._train(train_set, eval_set, output, overwrite, start)
         from ftsdk.report import summary_line
 
-        print(summary_line(outcome.metrics, seconds, output))
+        if world.is_main:
+            print(summary_line(outcome.metrics, seconds, output))
         self.output_dir = output
         return FitResult(output, outcome.metrics, manifest, outcome.log_history)
 
     def _train(
-        self, train_set: DataSet, eval_set: DataSet | None, output: Path, overwrite: bool
+        self, train_set: DataSet, eval_set: DataSet | None, output: Path, overwrite: bool, start: Any
     ) -> tuple[Any, dict[str, Any], float]:
+        import contextlib
+        import shutil
+
         import transformers
 
+        from ftsdk.checkpoint_callback import SealCheckpoints
+        from ftsdk.checkpoints import checkpoints_dir
+        from ftsdk.distributed.strategies import full_parameters
+        from ftsdk.distributed.world import current_world, pin_device
         from ftsdk.progress import LossProgressBar
-        from ftsdk.report import model_card, plot_losses
         from ftsdk.training import TrainJob
 
+        world = current_world()
+        pin_device(world, self._placement().device)
         transformers.set_seed(self.training.seed)
         model, tokenizer = self._load_base()
         self.adapter.check(model)
         model = self.model = self.adapter.wrap(model)
-        progress = LossProgressBar(f"{self.adapter.name}+{self.objective.name}")
+        if self.distributed is not None and self.distributed.strategy == "fsdp2" and world.distributed:
+            from ftsdk.distributed.fsdp import shard_model
+
+            shard_model(model, self.distributed, world, self._placement().device,
+                        mixed_precision(self.training, self._placement()))
+        callbacks: list[Any] = [LossProgressBar(f"{self.adapter.name}+{self.objective.name}")] if world.is_main else []
+        checkpoints = checkpoints_dir(output)
+        if self.training.save_steps:
+            fingerprint = self._fingerprint(train_set, eval_set, world.size)
+            callbacks.append(SealCheckpoints(fingerprint, self.training.save_total_limit))
+        keeps_checkpoints = bool(self.training.save_steps or start)
         started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="ftsdk-work-") as work, atomic_output_dir(output, overwrite=overwrite) as tmp:
+        with contextlib.ExitStack() as stack:
+            work = checkpoints if keeps_checkpoints else stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="ftsdk-work-"))
             job = TrainJob(
                 model=model,
                 tokenizer=tokenizer,
@@ -164,10 +211,30 @@ class Tuner:
                 training=self.training,
                 placement=self._placement(),
                 work_dir=Path(work),
-                callbacks=[progress],
+                callbacks=callbacks,
+                distributed=self.distributed,
+                resume_from=start.path if start else None,
             )
             outcome = self.objective.train(job)
             seconds = time.perf_counter() - started
+            with full_parameters(model, world.is_main):  # every process gathers; the main one writes
+                if world.is_main:
+                    manifest = self._write_output(model, tokenizer, outcome, train_set, eval_set, output, overwrite,
+                                                  seconds)
+            if not world.is_main:
+                manifest = self._manifest(train_set, eval_set, outcome.metrics, seconds, False)
+        if keeps_checkpoints and world.is_main:
+            shutil.rmtree(checkpoints, ignore_errors=True)  # the run is complete: its output replaces them
+        return outcome, manifest, seconds
+
+    def _write_output(
+        self, model: Any, tokenizer: Any, outcome: Any, train_set: DataSet, eval_set: DataSet | None, output: Path,
+        overwrite: bool, seconds: float,
+    ) -> dict[str, Any]:
+        from ftsdk.evaluation.report import write_training_report
+        from ftsdk.report import model_card, plot_losses
+
+        with atomic_output_dir(output, overwrite=overwrite) as tmp:
             self.adapter.save(model, str(tmp))
             tokenizer.save_pretrained(tmp)
             (tmp / "log_history.json").write_text(json.dumps(outcome.log_history, indent=1), encoding="utf-8")
@@ -175,7 +242,8 @@ class Tuner:
             manifest = self._manifest(train_set, eval_set, outcome.metrics, seconds, plotted is not None)
             write_manifest(tmp, manifest)
             (tmp / "README.md").write_text(model_card(manifest), encoding="utf-8")
-        return outcome, manifest, seconds
+            write_training_report(tmp, manifest, tokenizer, self.objective.data_task)
+        return manifest
 
     def merge_adapter(self, output_dir: str | Path, **options: Any) -> Path:
         """Merge the adapter this tuner trained or loaded into its base; see :func:`ftsdk.export.merge_adapter`."""
@@ -184,6 +252,46 @@ class Tuner:
         from ftsdk.export import merge_adapter
 
         return merge_adapter(self.output_dir, output_dir, **options)
+
+    def evaluate(
+        self,
+        data: str | Path,
+        *,
+        prompts: Mapping[str, str] | None = None,
+        forgetting: bool | Mapping[str, Any] = True,
+        generation: Mapping[str, Any] | None = None,
+        output_dir: str | Path | None = None,
+        overwrite: bool = False,
+        **options: Any,
+    ) -> Comparison:
+        """Compare the base model, the base with each system prompt of ``prompts`` ({name: prompt}) and the tuned
+        model on the held-out ``data``, with the forgetting check (base vs tuned) unless ``forgetting=False``
+        (a mapping gives its options: threshold, category_threshold, max_new_tokens, file).
+
+        The report goes to ``output_dir`` (default: ``eval/`` inside the trained folder). ``options`` are more
+        :class:`ftsdk.evaluation.spec.EvalConfig` fields (task, labels, constrained, follow, limit, ...).
+        """
+        from ftsdk.evaluation.backends import TransformersBackend
+        from ftsdk.evaluation.run import evaluate
+
+        if self.model is None or self.output_dir is None:
+            raise ConfigError("this tuner has no tuned model to evaluate", hint="call fit() first, or use Tuner.load()")
+        gen = dict(generation or {})
+        candidates = [{"name": "base", "source": self.model_spec.name, "kind": "model", "generation": gen}]
+        candidates += [{"name": name, "source": self.model_spec.name, "kind": "model", "system_prompt": prompt,
+                        "generation": gen} for name, prompt in (prompts or {}).items()]
+        candidates.append({"name": "tuned", "source": str(self.output_dir), "generation": gen})
+        config = {"data": data, "candidates": candidates, "baseline": "base",
+                  "forgetting": {"enabled": isinstance(forgetting, Mapping) or bool(forgetting), "compare": ["tuned"],
+                                 **(forgetting if isinstance(forgetting, Mapping) else {})},
+                  "output_dir": self.output_dir / "eval" if output_dir is None else output_dir,
+                  "overwrite": overwrite, **options}
+        tuned = TransformersBackend(self.model, self.tokenizer)
+        opened = {"tuned": tuned}
+        if hasattr(self.model, "disable_adapter"):  # a PEFT model answers as its base with the adapter disabled
+            base = TransformersBackend(self.model, self.tokenizer, adapter_off=True)
+            opened.update({c["name"]: base for c in candidates[:-1]})
+        return evaluate(config, opened=opened)
 
     # -- inference --------------------------------------------------------------------------------
 
@@ -242,6 +350,36 @@ class Tuner:
         self.model = self.objective.prepare_model(loaded)
         return self.model, self.tokenizer
 
+    def _distributed_summary(self) -> dict[str, Any] | None:
+        from ftsdk.distributed.world import current_world
+
+        world = current_world()
+        if self.distributed is None and not world.distributed:
+            return None
+        return {"world_size": world.size, **(self.distributed or DistributedConfig()).model_dump(mode="json")}
+
+    def _fingerprint(self, train_set: DataSet, eval_set: DataSet | None, world_size: int) -> dict[str, Any]:
+        """What a checkpoint must share with this run to be continued by it (see ftsdk.checkpoints)."""
+        from ftsdk.checkpoints import fingerprint
+
+        def plugin(kind: str, instance: Any) -> dict[str, Any]:
+            info = plugins.get(kind, instance.name)
+            return {"name": instance.name, "version": info.version, "config": instance.config.model_dump(mode="json")}
+
+        def content(data: DataSet | None) -> dict[str, Any] | None:
+            return None if data is None else {"sha256": data.sha256, "rows": len(data.examples)}
+
+        return fingerprint(
+            model=self.model_spec.model_dump(mode="json"),
+            adapter=plugin("adapter", self.adapter),
+            objective=plugin("objective", self.objective),
+            training=self.training.model_dump(mode="json"),
+            data={"train": content(train_set), "eval": content(eval_set)},
+            distributed=self.distributed.model_dump(mode="json") if self.distributed else None,
+            world_size=world_size,
+            libraries=library_versions(*LIBRARIES, "deepspeed"),
+        )
+
     def _manifest(
         self,
         train_set: DataSet,
@@ -283,6 +421,7 @@ class Tuner:
                 "dtype": placement.dtype_name,
                 "mixed_precision": mixed_precision(self.training, placement),
             },
+            "distributed": self._distributed_summary(),
             "data": {"train": train_set.summary(), "eval": eval_set.summary() if eval_set else None},
             "metrics": metrics,
             "train_seconds": round(seconds, 2),

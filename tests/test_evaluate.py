@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ftsdk.evaluate import choose_labels, label_log_likelihoods, score_labels
+from ftsdk.evaluation.labels import choose_labels, label_log_likelihoods, score_labels
 
 CONVERSATIONS = [
     [{"role": "system", "content": "reply with one word only"}, {"role": "user", "content": "what is the sky"}],

@@ -27,12 +27,17 @@ def test_quickstart_shows_a_real_gain(tmp_path, smollm2_dir, monkeypatch, capsys
 
     monkeypatch.setenv("FTSDK_CACHE", str(smollm2_dir.parent.parent))
     started = time.perf_counter()
-    scores = run_quickstart(output_dir=tmp_path / "quickstart")
+    comparison = run_quickstart(output_dir=tmp_path / "quickstart")
     minutes = (time.perf_counter() - started) / 60
-    base, tuned = scores["base"], scores["tuned"]
+    base, prompted, tuned = (comparison[name].metrics for name in ("base", "prompted", "tuned"))
+    (forgetting,) = comparison.forgetting
     with capsys.disabled():  # the figures belong in the CI log
-        print(f"\nquickstart in {minutes:.1f} min: generated {base.generated.accuracy:.1%} -> {tuned.generated.accuracy:.1%}, "
-              f"likeliest label {base.constrained.accuracy:.1%} -> {tuned.constrained.accuracy:.1%}")
-    assert tuned.generated.accuracy >= base.generated.accuracy + 0.25
-    assert tuned.constrained.accuracy >= base.constrained.accuracy + 0.10
-    assert tuned.generated.invalid_rate < 0.05
+        print(f"\nquickstart in {minutes:.1f} min\n{comparison.summary()}")
+    assert tuned["accuracy"] >= max(base["accuracy"], prompted["accuracy"]) + 0.25
+    assert tuned["constrained_accuracy"] >= max(base["constrained_accuracy"], prompted["constrained_accuracy"]) + 0.10
+    assert tuned["macro_f1"] > base["macro_f1"] and tuned["invalid_rate"] < 0.05
+    assert (forgetting.base, forgetting.tuned) == ("base", "tuned") and len(forgetting.base_score.passed) >= 48
+    report = comparison.output_dir / "report.html"
+    assert report == tmp_path / "quickstart" / "eval" / "report.html" and report.is_file()
+    assert report.read_text().count("data:image/png;base64,") >= 6  # metrics, forgetting, 3 confusions, loss
+    assert (tmp_path / "quickstart" / "report.html").is_file()  # the training run's own report

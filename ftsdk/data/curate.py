@@ -73,8 +73,22 @@ def row_texts(example: Any) -> tuple[str, str]:
         return "\n".join(f"{m['role']}: {m['content']}" for m in turns[:last]), turns[last]["content"]
     prompt = example.get("prompt", "")
     output = example.get("chosen", example.get("completion", ""))
-    flatten = lambda v: v if isinstance(v, str) else "\n".join(m["content"] for m in v)  # noqa: E731
-    return flatten(prompt), flatten(output)
+    return _flatten(prompt), _flatten(output)
+
+
+def _flatten(value: str | list[dict[str, str]]) -> str:
+    return value if isinstance(value, str) else "\n".join(m["content"] for m in value)
+
+
+def _token_length(tokenizer: Any, example: Any) -> int:
+    """Tokens of the longest sequence a trainer builds from the example (prompt + its longest completion)."""
+    if isinstance(example, list):
+        from ftsdk.data.tokenize import tokenize_conversation
+
+        return len(tokenize_conversation(tokenizer, example, 10**9).input_ids)
+    prompt = _flatten(example.get("prompt", ""))
+    completions = [_flatten(example[key]) for key in ("chosen", "rejected", "completion") if key in example]
+    return max(len(tokenizer(prompt + completion)["input_ids"]) for completion in completions or [""])
 
 
 def labels_of(outputs: list[str]) -> list[str] | None:
@@ -93,9 +107,7 @@ def _stats(data: DataSet, outputs: list[str], tokenizer: Any, max_length: int | 
         stats["labels"] = dict(sorted(Counter(labels).items()))
     too_long: list[int] = []
     if tokenizer is not None:
-        from ftsdk.data.tokenize import tokenize_conversation
-
-        lengths = [len(tokenize_conversation(tokenizer, e, 10**9).input_ids) for e in data.examples]
+        lengths = [_token_length(tokenizer, e) for e in data.examples]
         cut = statistics.quantiles(lengths, n=100) if len(lengths) > 1 else lengths * 99
         stats["tokens"] = {"mean": round(statistics.fmean(lengths), 1), "p50": cut[49], "p90": cut[89],
                            "p99": cut[98], "max": max(lengths), "total": sum(lengths)}

@@ -1,15 +1,15 @@
-"""Run the quickstart: score the base model, fine-tune with LoRA, score again, print both."""
+"""Run the quickstart: LoRA-tune the default model on the bundled tickets, then compare base, prompted base and
+tuned on the held-out split (generated replies and likeliest label) with the forgetting check, and write the report."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ftsdk.data.loading import load_dataset
-from ftsdk.evaluate import LabelScore, choose_labels, score_labels
+if TYPE_CHECKING:
+    from ftsdk.evaluation.results import Comparison
 
 #: chosen on the validation split, never the test split: lr 1e-3 (82.5% val accuracy) over 5e-4 (75%),
 #: float32 (82.5%) over bf16 autocast (75%, though 1.4x faster); one epoch fits in ~5 min on 2 CPU cores
@@ -18,6 +18,20 @@ PRESET: dict[str, Any] = {
     "training": {"epochs": 1, "learning_rate": 1e-3, "batch_size": 8, "max_length": 256, "logging_steps": 5,
                  "warmup_ratio": 0.05, "seed": 42, "mixed_precision": "no"},
 }
+#: the strongest baseline without training: a system prompt that defines every team (replaces the data's own)
+SYSTEM_PROMPT = (
+    "You route customer support tickets for Lumen, an online electronics store, to one team. Teams:\n"
+    "billing: charges, refunds of payments, invoices, prices paid, payment methods.\n"
+    "technical: a device or the app does not work, setup, errors, connectivity.\n"
+    "account: login, password, email change, profile, closing or securing an account.\n"
+    "shipping: delivery times, tracking, lost or late parcels, delivery address.\n"
+    "returns: sending an item back, exchanges, return labels, wrong or damaged items.\n"
+    "sales: questions before buying, stock, product comparisons, discounts, business orders.\n"
+    "Reply with the team name only, in lowercase: billing, technical, account, shipping, returns or sales."
+)
+#: replies are one word; the general set's answers are short too
+GENERATION = {"max_new_tokens": 8, "batch_size": 16}
+FORGETTING = {"max_new_tokens": 32}
 
 
 def data_file(split: str) -> Path:
@@ -25,64 +39,28 @@ def data_file(split: str) -> Path:
     return Path(str(resources.files("ftsdk.quickstart") / "data" / f"{split}.jsonl"))
 
 
-@dataclass(frozen=True)
-class Scores:
-    """A model's test-split scores: free generation and constrained choice among the labels."""
-
-    generated: LabelScore
-    constrained: LabelScore
-    seconds: float
-
-
-def _score(tuner: Any, conversations: list[list[dict[str, str]]]) -> Scores:
-    prompts = [c[:-1] for c in conversations]
-    gold = [c[-1]["content"] for c in conversations]
-    started = time.perf_counter()
-    replies = tuner.generate(prompts, max_new_tokens=8, batch_size=16)
-    choices = choose_labels(tuner.model, tuner.tokenizer, prompts, sorted(set(gold)), max_length=256)
-    return Scores(score_labels(replies, gold), score_labels(choices, gold), time.perf_counter() - started)
-
-
 def run_quickstart(
     model: str = "smollm2-135m",
     output_dir: str | Path = "runs/quickstart",
     overwrite: bool = False,
     epochs: float | None = None,
-) -> dict[str, Scores]:
-    """Fine-tune ``model`` on the bundled task; return and print base vs tuned test accuracy."""
+) -> Comparison:
+    """Fine-tune ``model`` on the bundled task; compare base, prompted base and tuned on the test split; print it.
+
+    The adapter and its training report go to ``output_dir``, the comparison's report to ``output_dir/eval``.
+    """
     from ftsdk.tuner import Tuner
 
     training = dict(PRESET["training"], **({"epochs": epochs} if epochs else {}))
     tuner = Tuner(model, adapter="lora", objective="sft", adapter_config=PRESET["adapter_config"], training=training)
-    test = load_dataset(data_file("test")).examples
     started = time.perf_counter()
-    print(f"[1/3] scoring the base model on {len(test)} held-out tickets")
-    base = _score(tuner, test)
-    print(f"[2/3] LoRA fine-tuning on {data_file('train').name}")
+    print(f"[1/2] LoRA fine-tuning {model} on {data_file('train').name}")
     result = tuner.fit(data_file("train"), eval_data=data_file("val"), output_dir=output_dir, overwrite=overwrite)
-    print("[3/3] scoring the tuned model")
-    tuned = _score(tuner, test)
-    print(_table(base, tuned))
-    print(f"adapter, manifest, model card and loss curve: {result.output_dir}")
+    print("[2/2] comparing base, base with a system prompt, and tuned on the held-out test split")
+    comparison = tuner.evaluate(data_file("test"), prompts={"prompted": SYSTEM_PROMPT}, generation=GENERATION,
+                                forgetting=FORGETTING, overwrite=overwrite)
+    print(comparison.summary())
+    print(f"adapter, manifest, model card and training report: {result.output_dir}")
+    print(f"evaluation report: {comparison.output_dir / 'report.html'} (and report.md)")
     print(f"total time {time.perf_counter() - started:.0f}s")
-    return {"base": base, "tuned": tuned}
-
-
-def _table(base: Scores, tuned: Scores) -> str:
-    def row(label: str, ours: float, theirs: float) -> tuple[str, str, str, str]:
-        return label, f"{ours:.1%}", f"{theirs:.1%}", f"{theirs - ours:+.1%}"
-
-    rows = [
-        row("accuracy, generated reply", base.generated.accuracy, tuned.generated.accuracy),
-        row("accuracy, likeliest label", base.constrained.accuracy, tuned.constrained.accuracy),
-        row("replies that are no label", base.generated.invalid_rate, tuned.generated.invalid_rate),
-        ("scoring time", f"{base.seconds:.0f}s", f"{tuned.seconds:.0f}s", ""),
-    ]
-    rows += [
-        row(f"  {label} (generated)", base.generated.per_label[label], accuracy)
-        for label, accuracy in tuned.generated.per_label.items()
-    ]
-    header = ("test split", "base", "tuned", "change")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
-    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+    return comparison

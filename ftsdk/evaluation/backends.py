@@ -1,0 +1,145 @@
+"""Runtimes that answer prompts for evaluation: transformers (with PEFT adapters) and llama.cpp (GGUF)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ftsdk.data.formats import Conversation
+from ftsdk.evaluation.spec import GenerationOptions
+from ftsdk.perplexity import Perplexity
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One reply, its length in tokens and the wall time spent on it (a batch's time shared by its prompts)."""
+
+    text: str
+    tokens: int
+    seconds: float
+
+
+class Backend(ABC):
+    """What the evaluation asks of a loaded model."""
+
+    #: human-readable runtime name recorded in results
+    runtime: str
+
+    @abstractmethod
+    def generate(self, conversations: list[Conversation], options: GenerationOptions) -> list[Generation]:
+        """The reply to each conversation."""
+
+    @abstractmethod
+    def label_scores(self, conversations: list[Conversation], labels: list[str]) -> list[list[float]]:
+        """log P(reply = label | conversation) for every conversation and label."""
+
+    @abstractmethod
+    def perplexity(self, conversations: list[Conversation]) -> Perplexity:
+        """Perplexity of the whole conversations as the model's chat template renders them."""
+
+
+class TransformersBackend(Backend):
+    """A transformers model (a PEFT model too; ``adapter_off`` answers as its base with the adapter disabled)."""
+
+    runtime = "transformers"
+
+    def __init__(self, model: Any, tokenizer: Any, *, adapter_off: bool = False, max_length: int = 1024) -> None:
+        self.model, self.tokenizer, self.adapter_off, self.max_length = model, tokenizer, adapter_off, max_length
+
+    @contextlib.contextmanager
+    def _active(self) -> Iterator[None]:
+        if self.adapter_off:
+            with self.model.disable_adapter():
+                yield
+        else:
+            yield
+
+    def generate(self, conversations: list[Conversation], options: GenerationOptions) -> list[Generation]:
+        from ftsdk.generation import generate_replies
+
+        out: list[Generation] = []
+        with self._active():
+            for start in range(0, len(conversations), options.batch_size):
+                batch = conversations[start : start + options.batch_size]
+                began = time.perf_counter()
+                replies = generate_replies(self.model, self.tokenizer, batch, max_new_tokens=options.max_new_tokens,
+                                           temperature=options.temperature, batch_size=len(batch))
+                share = (time.perf_counter() - began) / len(batch)
+                out += [Generation(r, len(self.tokenizer(r, add_special_tokens=False)["input_ids"]), share)
+                        for r in replies]
+        return out
+
+    def label_scores(self, conversations: list[Conversation], labels: list[str]) -> list[list[float]]:
+        from ftsdk.evaluation.labels import label_log_likelihoods
+
+        with self._active():
+            return label_log_likelihoods(self.model, self.tokenizer, conversations, labels, max_length=self.max_length)
+
+    def perplexity(self, conversations: list[Conversation]) -> Perplexity:
+        from ftsdk.perplexity import perplexity
+
+        texts = [self.tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
+        with self._active():
+            return perplexity(self.model, self.tokenizer, texts, max_length=self.max_length)
+
+
+class GgufBackend(Backend):
+    """A GGUF model run by llama.cpp (``ftsdk.gguf.runtime``); prompts use the chat template stored in the file."""
+
+    runtime = "llama.cpp"
+
+    def __init__(self, llm: Any) -> None:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.llm = llm
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            from ftsdk.errors import ModelLoadError
+
+            raise ModelLoadError("this GGUF file stores no chat template", hint="convert it from a chat model folder")
+        def special(token: int) -> str:
+            return llm.detokenize([token], special=True).decode("utf-8", "replace")
+
+        self._eos = special(llm.token_eos())
+        self._prompt = Jinja2ChatFormatter(template, self._eos, special(llm.token_bos()))
+        self._whole = Jinja2ChatFormatter(template, self._eos, special(llm.token_bos()), add_generation_prompt=False)
+
+    def generate(self, conversations: list[Conversation], options: GenerationOptions) -> list[Generation]:
+        out: list[Generation] = []
+        for conversation in conversations:
+            began = time.perf_counter()
+            response = self.llm.create_chat_completion(
+                messages=conversation, max_tokens=options.max_new_tokens, temperature=options.temperature,
+                top_k=1 if options.temperature == 0 else 40, seed=0,
+            )
+            text = (response["choices"][0]["message"]["content"] or "").strip()
+            out.append(Generation(text, response["usage"]["completion_tokens"], time.perf_counter() - began))
+        return out
+
+    def _ids(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def _nll(self, ids: list[int]) -> float:
+        from ftsdk.gguf.runtime import gguf_sequence_nll
+
+        return gguf_sequence_nll(self.llm, [ids])[0]
+
+    def label_scores(self, conversations: list[Conversation], labels: list[str]) -> list[list[float]]:
+        """-(NLL of prompt + label + end of turn) + NLL of the prompt, one llama.cpp pass per sequence."""
+        rows = []
+        for conversation in conversations:
+            prompt = self._ids(self._prompt(messages=conversation).prompt)
+            base = self._nll(prompt)
+            rows.append([base - self._nll(prompt + self._ids(label + self._eos)) for label in labels])
+        return rows
+
+    def perplexity(self, conversations: list[Conversation]) -> Perplexity:
+        from ftsdk.gguf.runtime import gguf_sequence_nll
+        from ftsdk.perplexity import perplexity_from_nll
+
+        sequences = [self._ids(self._whole(messages=c).prompt) for c in conversations]
+        return perplexity_from_nll(*gguf_sequence_nll(self.llm, sequences))

@@ -1,0 +1,92 @@
+"""Open candidates as backends, loading each base model once and reusing it for its adapters."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ftsdk.config import ModelSpec
+from ftsdk.errors import ConfigError, ModelLoadError
+from ftsdk.evaluation.backends import Backend, GgufBackend, TransformersBackend
+from ftsdk.evaluation.spec import CandidateSpec
+
+
+def adapter_base(spec: CandidateSpec) -> ModelSpec:
+    """The base model of an adapter candidate: ``spec.base``, else what its ftsdk.json or adapter_config.json names."""
+    if spec.base:
+        return ModelSpec(name=spec.base)
+    folder = Path(spec.source)
+    manifest = folder / "ftsdk.json"
+    if manifest.is_file():
+        base = json.loads(manifest.read_text(encoding="utf-8")).get("base_model", {}).get("spec")
+        if base:
+            return ModelSpec.model_validate(base)
+    named = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not named:
+        raise ConfigError(f"candidate '{spec.name}': cannot tell the base model of adapter {folder}",
+                          hint="give base: MODEL in the candidate")
+    return ModelSpec(name=named)
+
+
+def gguf_file(source: str) -> Path:
+    """The .gguf file a GGUF candidate names (a file, or a folder holding exactly one)."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    found = sorted(path.glob("*.gguf")) if path.is_dir() else []
+    if len(found) != 1:
+        raise ConfigError(f"{source}: expected one .gguf file, found {len(found)}", hint="point source at the file")
+    return found[0]
+
+
+class CandidatePool:
+    """Loads candidates on demand; base models stay loaded (for adapters and prompted variants) until closed."""
+
+    def __init__(self) -> None:
+        self._bases: dict[str, tuple[Any, Any]] = {}
+
+    def _base(self, spec: ModelSpec) -> tuple[Any, Any]:
+        from ftsdk.device import choose_placement
+        from ftsdk.models import load_model, load_tokenizer, resolve
+
+        resolved = resolve(spec)
+        if resolved.source not in self._bases:
+            model = load_model(resolved, spec, choose_placement(spec.device, spec.dtype)).eval()
+            self._bases[resolved.source] = (model, load_tokenizer(resolved, spec))
+        return self._bases[resolved.source]
+
+    @contextlib.contextmanager
+    def open(self, spec: CandidateSpec) -> Iterator[Backend]:
+        """A backend for ``spec``; an adapter is taken off its (shared) base afterwards."""
+        kind = spec.resolved_kind()
+        if kind == "gguf":
+            from ftsdk.gguf.runtime import load_gguf
+
+            llm = load_gguf(gguf_file(spec.source))
+            try:
+                yield GgufBackend(llm)
+            finally:
+                llm.close()
+            return
+        if kind in ("model", "merged"):
+            yield TransformersBackend(*self._base(ModelSpec(name=spec.source)))
+            return
+        from peft import PeftModel
+
+        base, tokenizer = self._base(adapter_base(spec))
+        try:
+            tuned = PeftModel.from_pretrained(base, spec.source, adapter_name=spec.name).eval()
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(f"candidate '{spec.name}': cannot load adapter {spec.source}: {exc}",
+                                 hint="is it an adapter of this base? set base: in the candidate") from None
+        try:
+            yield TransformersBackend(tuned, tokenizer)
+        finally:
+            if hasattr(tuned.base_model, "unload"):  # LoRA-style adapters live inside the base's layers
+                tuned.base_model.unload()
+
+    def close(self) -> None:
+        self._bases.clear()
