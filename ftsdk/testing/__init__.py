@@ -1,8 +1,15 @@
 """Helpers for testing ftsdk and its plugins on tiny, local, random-weight models.
 
-Load the fixtures from a conftest.py with ``pytest_plugins = ["ftsdk.testing.fixtures"]``.
+Load the fixtures from a conftest.py with ``pytest_plugins = ["ftsdk.testing.fixtures"]``; check a plugin
+against the contract with :mod:`ftsdk.testing.conformance` (``from ftsdk.testing import conformance``).
 """
 
-from ftsdk.testing.tiny import TinySpec, build_tiny_model, build_tokenizer, task_rows, write_jsonl
+from ftsdk.testing.tiny import (
+    TinySpec,
+    build_tiny_model,
+    build_tokenizer,
+    task_rows,
+    write_jsonl,
+)
 
 __all__ = ["TinySpec", "build_tiny_model", "build_tokenizer", "task_rows", "write_jsonl"]

@@ -18,12 +18,7 @@ CHATML_TEMPLATE = (
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 COLORS = ["red", "blue", "green", "yellow", "black", "white", "orange", "purple"]
 THINGS = ["apple", "sky", "grass", "banana", "coal", "snow", "carrot", "plum", "lime", "cherry", "ocean", "lemon"]
-WORDS = (
-    "the a what is color of tell me please answer route this ticket team billing shipping account returns "
-    "technical sales my order where refund card charged twice password reset login broken screen arrived "
-    "late package tracking number invoice discount laptop phone headphones speaker cable battery you are "
-    "assistant helpful system user reply with one word only and to for in on at it"
-).split()
+WORDS = ["the", "a", "what", "is", "color", "of", "tell", "me", "please", "answer", "route", "this", "ticket", "team", "billing", "shipping", "account", "returns", "technical", "sales", "my", "order", "where", "refund", "card", "charged", "twice", "password", "reset", "login", "broken", "screen", "arrived", "late", "package", "tracking", "number", "invoice", "discount", "laptop", "phone", "headphones", "speaker", "cable", "battery", "you", "are", "assistant", "helpful", "system", "user", "reply", "with", "one", "word", "only", "and", "to", "for", "in", "on", "at", "it"]
 
 
 @dataclass(frozen=True)
