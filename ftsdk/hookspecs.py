@@ -12,7 +12,7 @@ Registration must not import heavy libraries (torch, transformers): do that insi
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pluggy
 

@@ -56,6 +56,24 @@ class Ghost(Quantizer):
 def register_quantizers(register):
     register(Ghost)
 """
+AN_OBJECTIVE = """
+from ftsdk import Objective, PluginConfig, hookimpl
+
+class Options(PluginConfig):
+    margin: float = 0.5
+
+class HingeObjective(Objective):
+    name = "hinge"
+    summary = "a preference objective"
+    data_task = "preference"
+    Config = Options
+    def train(self, job):
+        raise AssertionError("never called")
+
+@hookimpl
+def register_objectives(register):
+    register(HingeObjective)
+"""
 NOT_A_PLUGIN = """
 from ftsdk import hookimpl
 
@@ -95,6 +113,13 @@ def test_third_party_plugin_is_discovered(third_party):
     info = plugins.get("adapter", "echo")
     assert (info.distribution, info.version, info.summary) == ("echo-dist", "1.2.3", "returns the model unchanged")
     assert plugins.create("adapter", "echo", {"size": 3}).config.size == 3
+
+
+def test_third_party_objective_is_discovered_through_register_objectives(third_party):
+    third_party("hinge-dist", {"hinge_plugin": AN_OBJECTIVE}, {"hinge": "hinge_plugin"})
+    info = plugins.get("objective", "hinge")
+    assert (info.kind, info.distribution, info.cls.data_task) == ("objective", "hinge-dist", "preference")
+    assert plugins.create("objective", "hinge", {"margin": 1.0}).config.margin == 1.0
 
 
 def test_broken_import_is_reported_and_others_keep_working(third_party):

@@ -15,7 +15,7 @@ from ftsdk import __version__
 from ftsdk.errors import FtsdkError
 
 #: the modules of this package that add commands, in the order ``--help`` lists them
-COMMAND_MODULES = ("plugins", "train", "merge", "data")
+COMMAND_MODULES = ("plugins", "plugin", "train", "merge", "data", "serve", "quantize", "chain", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ftsdk", description="Fine-tune, merge and quantize language models with plugins."
     )
     parser.add_argument("--version", action="version", version=f"ftsdk {__version__}")
+    # the `deepspeed` launcher puts --local_rank=N before the command; ftsdk reads LOCAL_RANK from the environment
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").add_commands(commands)

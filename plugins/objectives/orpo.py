@@ -12,7 +12,6 @@ from ftsdk.errors import ConfigError
 from ftsdk.training import TrainJob
 from ftsdk_plugins.objectives._trl import TrlObjective
 
-
 #: PEFT methods that prepend virtual tokens, lengthening the logits past the labels in TRL's ORPO trainer
 VIRTUAL_TOKEN_METHODS = frozenset({"PROMPT_TUNING", "P_TUNING", "MULTITASK_PROMPT_TUNING"})
 
