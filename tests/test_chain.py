@@ -5,18 +5,18 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import types
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 import torch
 
-from ftsdk import Chain, ConfigError, Quantizer, hookimpl, plugins
+from ftsdk import Chain, ConfigError, Quantizer, plugins
 from ftsdk.artifacts import read_manifest
 from ftsdk.chain.config import load_chain_config
 from ftsdk.cli import main
 from ftsdk.quantizing import QuantizeJob
+from ftsdk.testing.kit import active
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "chains"
 
@@ -38,19 +38,11 @@ class FlakyQuantizer(Quantizer):
         return {"files": [], "warnings": []}
 
 
-@hookimpl
-def register_quantizers(register):
-    register(FlakyQuantizer)
-
-
 @pytest.fixture(autouse=True)
 def flaky():
-    module = types.ModuleType("flaky_quantizer")
-    module.register_quantizers = register_quantizers
-    name = plugins.register(module, name="flaky-quantizer")
     FlakyQuantizer.calls.clear()
-    yield
-    plugins.unregister(name=name)
+    with active(FlakyQuantizer):
+        yield
 
 
 @pytest.fixture(scope="module")

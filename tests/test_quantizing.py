@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import types
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,14 +17,13 @@ from ftsdk import (
     OutputExistsError,
     PluginConfig,
     Quantizer,
-    hookimpl,
-    plugins,
 )
 from ftsdk.artifacts import read_manifest, write_manifest
 from ftsdk.calibration import TextsConfig, builtin_texts, select_texts
 from ftsdk.cli import main
 from ftsdk.errors import PluginUnavailableError, UnknownPluginError
 from ftsdk.quantizing import QuantizeJob, human_size, quantize
+from ftsdk.testing.kit import active
 from ftsdk.testing.tiny import build_tokenizer, task_rows, write_jsonl
 
 
@@ -73,20 +71,11 @@ class MissingBackend(HalfQuantizer):
     install_hint = "pip install ftsdk-no-such-backend"
 
 
-@hookimpl
-def register_quantizers(register):
-    for cls in (HalfQuantizer, AdapterQuantizer, MissingBackend):
-        register(cls)
-
-
 @pytest.fixture(autouse=True)
 def fake_quantizers():
-    module = types.ModuleType("fake_quantizers")
-    module.register_quantizers = register_quantizers
-    name = plugins.register(module, name="fake-quantizers")
     HalfQuantizer.seen.clear()
-    yield
-    plugins.unregister(name=name)
+    with active(HalfQuantizer), active(AdapterQuantizer), active(MissingBackend):
+        yield
 
 
 @pytest.fixture
