@@ -155,11 +155,12 @@ class Tuner:
         world = current_world()
         check_world(self.distributed, world, self._placement().device)
         check_strategy(self.distributed, self.training.save_steps)
+        run_fingerprint = self._fingerprint(train_set, eval_set, world.size)
         start = plan_resume(checkpoints_dir(output), resume=resume, force=force_resume, overwrite=overwrite,
-                            run_fingerprint=self._fingerprint(train_set, eval_set, world.size), is_main=world.is_main)
+                            run_fingerprint=run_fingerprint, is_main=world.is_main)
 
         with torch_threads(self.training.threads):
-            outcome, manifest, seconds = self._train(train_set, eval_set, output, overwrite, start)
+            outcome, manifest, seconds = self._train(train_set, eval_set, output, overwrite, start, run_fingerprint)
         from ftsdk.report import summary_line
 
         if world.is_main:
@@ -168,7 +169,8 @@ class Tuner:
         return FitResult(output, outcome.metrics, manifest, outcome.log_history)
 
     def _train(
-        self, train_set: DataSet, eval_set: DataSet | None, output: Path, overwrite: bool, start: Any
+        self, train_set: DataSet, eval_set: DataSet | None, output: Path, overwrite: bool, start: Any,
+        run_fingerprint: dict[str, Any],
     ) -> tuple[Any, dict[str, Any], float]:
         import contextlib
         import shutil
@@ -196,8 +198,7 @@ class Tuner:
         callbacks: list[Any] = [LossProgressBar(f"{self.adapter.name}+{self.objective.name}")] if world.is_main else []
         checkpoints = checkpoints_dir(output)
         if self.training.save_steps:
-            fingerprint = self._fingerprint(train_set, eval_set, world.size)
-            callbacks.append(SealCheckpoints(fingerprint, self.training.save_total_limit))
+            callbacks.append(SealCheckpoints(run_fingerprint, self.training.save_total_limit))
         keeps_checkpoints = bool(self.training.save_steps or start)
         started = time.perf_counter()
         with contextlib.ExitStack() as stack:
