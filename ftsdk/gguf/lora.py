@@ -2,8 +2,9 @@
 
 The layout is what llama.cpp's ``convert_lora_to_gguf.py`` writes and ``llama_adapter_lora_init`` checks:
 ``general.type = adapter``, ``adapter.type = lora``, ``adapter.lora.alpha``; per base weight ``W`` two tensors
-``W.lora_a`` (PEFT's A, ``r x in``) and ``W.lora_b`` (B, ``out x r``), B's rows of Q/K permuted like the
-base weights. llama.cpp scales B·A by ``alpha / r``, PEFT by ``lora_alpha / r`` (``/ sqrt(r)`` with rsLoRA).
+``W.lora_a`` (PEFT's A, ``r x in``) and ``W.lora_b`` (B, ``out x r``), named for the base model's llama.cpp
+graph (:mod:`ftsdk.gguf.architectures`: Phi-3's fused ``qkv_proj`` is ``attn_qkv``), B's rows of Q/K permuted
+like the base weights where the architecture permutes them (Llama, Mistral). llama.cpp scales B·A by ``alpha / r``, PEFT by ``lora_alpha / r`` (``/ sqrt(r)`` with rsLoRA).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ftsdk.errors import ConfigError, ModelLoadError
-from ftsdk.gguf.convert import check_model_config, permute, read_json
+from ftsdk.gguf.architectures import kv_heads
+from ftsdk.gguf.convert import architecture, check_model_config, permute, read_json
 
 ADAPTER_TYPES = ("f32", "f16", "bf16")
 _PREFIX = "base_model.model."
@@ -68,10 +70,10 @@ def convert_adapter(adapter: str | Path, out_file: str | Path, out_type: str = "
     weights_path = adapter / "adapter_model.safetensors"
     if not weights_path.is_file():
         raise ModelLoadError(f"{adapter} has no adapter_model.safetensors", hint="save the adapter with save_pretrained")
-    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, base_config["num_hidden_layers"])
-    heads = base_config["num_attention_heads"]
-    kv_heads = base_config.get("num_key_value_heads") or heads
-    writer = gguf.GGUFWriter(out_file, "llama")
+    arch = architecture(base_config)
+    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.gguf_arch], base_config["num_hidden_layers"])
+    heads = {"q_proj": base_config["num_attention_heads"], "k_proj": kv_heads(base_config)} if arch.permute_qk else {}
+    writer = gguf.GGUFWriter(out_file, arch.name)
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, gguf_alpha(config))
@@ -81,13 +83,12 @@ def convert_adapter(adapter: str | Path, out_file: str | Path, out_type: str = "
             module, _, part = name.removeprefix(_PREFIX).rpartition(".lora_")
             target = name_map.get_name(module + ".weight", try_suffixes=(".weight",))
             if target is None or part not in ("A.weight", "B.weight"):
-                raise ConfigError(f"{weights_path}: tensor {name} has no llama.cpp counterpart",
-                                  hint="target only the attention and MLP projections (q/k/v/o, gate/up/down)")
+                raise ConfigError(f"{weights_path}: tensor {name} has no llama.cpp {arch.name} counterpart",
+                                  hint="target only the attention and MLP projections (target_modules: all-linear)")
             tensor = weights.get_tensor(name).float()
-            if part == "B.weight" and module.endswith("q_proj"):
-                tensor = permute(tensor, heads)
-            elif part == "B.weight" and module.endswith("k_proj"):
-                tensor = permute(tensor, kv_heads)
+            short = module.rsplit(".", 1)[-1]
+            if part == "B.weight" and short in heads:
+                tensor = permute(tensor, heads[short])
             data = tensor.numpy()
             suffix = ".lora_a" if part == "A.weight" else ".lora_b"
             if out_type == "f16":

@@ -48,6 +48,13 @@ def read_tokenizer_json(folder: Path) -> dict[str, Any]:
     return data
 
 
+def tokenizer_rows(folder: Path) -> int:
+    """Tokens of ``tokenizer.json`` counted as llama.cpp's converter counts them for Gemma 3 (model vocabulary
+    plus added tokens): the embedding rows it keeps."""
+    data = read_tokenizer_json(folder)
+    return len(data["model"]["vocab"]) + len(data.get("added_tokens", []))
+
+
 def pre_tokenizer_name(tokenizer_json: dict[str, Any], where: Path) -> str:
     """The llama.cpp pre-tokenizer equivalent to the tokenizer's; ConfigError naming it when there is none."""
     found = tokenizer_json.get("pre_tokenizer")

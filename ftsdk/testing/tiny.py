@@ -1,4 +1,5 @@
-"""A tiny random-init Llama with a BPE tokenizer trained on the fly, and a small learnable task."""
+"""Tiny random-init models (Llama, Mistral, Qwen2, Qwen3, Gemma 2, Gemma 3, Phi-3) with a BPE tokenizer trained
+on the fly, and a small learnable task."""
 
 from __future__ import annotations
 
@@ -43,9 +44,17 @@ def _corpus(seed: int) -> list[str]:
     return lines
 
 
-def build_tokenizer(spec: TinySpec = TinySpec()) -> Any:
-    """A byte-level BPE tokenizer with ChatML special tokens and chat template (eos = pad = <|im_end|>)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+#: special tokens of the real family that llama.cpp looks up by text (a model named phi-3/phi3 needs </s>, <unk>, <s>)
+EXTRA_SPECIAL_TOKENS = {"phi3": ("<unk>", "<s>", "</s>", "<|end|>", "<|user|>", "<|assistant|>")}
+#: families whose special tokens swallow the whitespace after them (Phi-3's tokenizer.json; llama.cpp does the
+#: same for every special token of a model named phi-3/phi3)
+RSTRIP_SPECIAL = ("phi3",)
+
+
+def build_tokenizer(spec: TinySpec = TinySpec(), extra_special: tuple[str, ...] = (), rstrip: bool = False) -> Any:
+    """A byte-level BPE tokenizer with ChatML special tokens (and ``extra_special``, all stripping the whitespace
+    after them with ``rstrip``) and chat template (eos = pad = <|im_end|>)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
@@ -53,7 +62,8 @@ def build_tokenizer(spec: TinySpec = TinySpec()) -> Any:
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=spec.vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=[AddedToken(t, special=True, normalized=False, rstrip=rstrip)
+                        for t in SPECIAL_TOKENS + list(extra_special)],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -69,28 +79,67 @@ def build_tokenizer(spec: TinySpec = TinySpec()) -> Any:
     return tokenizer
 
 
-def build_tiny_model(folder: str | Path, spec: TinySpec = TinySpec()) -> Path:
-    """Write a random-init LlamaForCausalLM and its tokenizer to ``folder``; return the folder."""
+#: the architectures :func:`build_tiny_model` builds (its ``architecture`` argument)
+TINY_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3")
+
+
+def _common(spec: TinySpec, tokenizer: Any) -> dict[str, Any]:
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": spec.hidden_size,
+        "intermediate_size": spec.intermediate_size,
+        "num_hidden_layers": spec.num_layers,
+        "num_attention_heads": spec.num_heads,
+        "num_key_value_heads": spec.num_kv_heads,
+        "max_position_embeddings": spec.max_position_embeddings,
+        "tie_word_embeddings": spec.tie_word_embeddings,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+
+
+def tiny_config(architecture: str, spec: TinySpec, tokenizer: Any) -> Any:
+    """The transformers config of a tiny ``architecture`` model (one of :data:`TINY_ARCHITECTURES`).
+
+    Each family's own traits are kept: Qwen2's q/k/v biases, Qwen3's q/k norms, Gemma's soft-capping, sliding
+    window (16 tokens, so short texts cross it) and pre-attention scale (head_dim, as llama.cpp assumes),
+    Phi-3's fused qkv/gate_up projections and untied output. Sliding windows that llama.cpp does not apply to
+    those graphs (Mistral, Qwen2, Phi-3) are off.
+    """
+    import transformers
+
+    common = _common(spec, tokenizer)
+    head = spec.hidden_size // spec.num_heads
+    if architecture == "llama":
+        return transformers.LlamaConfig(**common)
+    if architecture == "mistral":
+        return transformers.MistralConfig(**common, head_dim=head, sliding_window=None)
+    if architecture == "qwen2":
+        return transformers.Qwen2Config(**common, use_sliding_window=False)
+    if architecture == "qwen3":
+        return transformers.Qwen3Config(**common, head_dim=head, use_sliding_window=False)
+    if architecture in ("gemma2", "gemma3"):
+        gemma = {**common, "head_dim": head, "query_pre_attn_scalar": head, "sliding_window": 16}
+        if architecture == "gemma2":
+            return transformers.Gemma2Config(**gemma)
+        return transformers.Gemma3TextConfig(**gemma)
+    if architecture == "phi3":
+        return transformers.Phi3Config(**{**common, "tie_word_embeddings": False}, sliding_window=None,
+                                       original_max_position_embeddings=spec.max_position_embeddings)
+    raise ValueError(f"no tiny {architecture!r} model: pick one of {', '.join(TINY_ARCHITECTURES)}")
+
+
+def build_tiny_model(folder: str | Path, spec: TinySpec = TinySpec(), architecture: str = "llama") -> Path:
+    """Write a random-init causal LM of ``architecture`` (default: Llama) and its tokenizer to ``folder``."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
     folder = Path(folder)
-    tokenizer = build_tokenizer(spec)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=spec.hidden_size,
-        intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_layers,
-        num_attention_heads=spec.num_heads,
-        num_key_value_heads=spec.num_kv_heads,
-        max_position_embeddings=spec.max_position_embeddings,
-        tie_word_embeddings=spec.tie_word_embeddings,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    tokenizer = build_tokenizer(spec, EXTRA_SPECIAL_TOKENS.get(architecture, ()), architecture in RSTRIP_SPECIAL)
+    config = tiny_config(architecture, spec, tokenizer)
     torch.manual_seed(spec.seed)
-    model = LlamaForCausalLM(config)
+    model = AutoModelForCausalLM.from_config(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
