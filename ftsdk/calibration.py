@@ -13,10 +13,11 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ftsdk.artifacts import sha256_file
 from ftsdk.errors import DataError
+from ftsdk.validation import StrictModel
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -25,10 +26,8 @@ if TYPE_CHECKING:
 BUILTIN = "builtin"
 
 
-class TextsConfig(BaseModel):
+class TextsConfig(StrictModel):
     """Which texts, how many and how long."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     data: Path | Literal["builtin"] = Field(
         BUILTIN,

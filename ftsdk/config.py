@@ -5,14 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from ftsdk.distributed.config import DistributedConfig
-from ftsdk.validation import read_yaml_mapping, validate_config
+from ftsdk.validation import StrictModel, read_yaml_mapping, validate_config
+
+#: the largest step count (max_steps, logging/eval/save intervals) a recipe may name
+MAX_STEPS = 1_000_000_000
+#: the largest seed: numpy's generators (which transformers.set_seed seeds too) take 32-bit seeds
+MAX_SEED = 2**32 - 1
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+class _Strict(StrictModel):
+    """A recipe section: unknown keys are errors, numbers are strict (see :class:`ftsdk.validation.StrictModel`)."""
 
 
 class ModelSpec(_Strict):
@@ -43,7 +48,9 @@ class TrainingConfig(_Strict):
     """Hyperparameters shared by every objective."""
 
     epochs: float = Field(1.0, gt=0, le=100, description="Passes over the training data.")
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
+    max_steps: int | None = Field(
+        None, ge=1, le=MAX_STEPS, description="Stop after this many optimizer steps (overrides epochs)."
+    )
     learning_rate: float = Field(
         2e-4, gt=0, lt=1, description="Peak learning rate. LoRA: 1e-4 to 5e-4; full fine-tuning: 1e-5 to 5e-5."
     )
@@ -56,10 +63,10 @@ class TrainingConfig(_Strict):
     )
     weight_decay: float = Field(0.0, ge=0, lt=1, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm; 0 disables clipping.")
-    seed: int = Field(42, ge=0, description="Seed for initialisation, shuffling and dropout.")
-    logging_steps: int = Field(5, ge=1, description="Log the training loss every this many steps.")
+    seed: int = Field(42, ge=0, le=MAX_SEED, description="Seed for initialisation, shuffling and dropout.")
+    logging_steps: int = Field(5, ge=1, le=MAX_STEPS, description="Log the training loss every this many steps.")
     eval_steps: int | None = Field(
-        None, ge=1, description="Evaluate every this many steps; None evaluates once per epoch."
+        None, ge=1, le=MAX_STEPS, description="Evaluate every this many steps; None evaluates once per epoch."
     )
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
@@ -67,14 +74,26 @@ class TrainingConfig(_Strict):
         description="Autocast precision: auto = bf16 where the device computes bf16 natively (recent GPUs, CPUs "
         "with AVX512-BF16 or AMX), else none.",
     )
-    threads: int | None = Field(None, ge=1, description="CPU threads for torch; None keeps torch's default.")
+    threads: int | None = Field(
+        None, ge=1, le=1024, description="CPU threads for torch; None: the cores idle when training starts (at least 1)."
+    )
     save_steps: int | None = Field(
         None,
         ge=1,
+        le=MAX_STEPS,
         description="Write a resumable checkpoint (weights, optimizer, scheduler, RNG, data position) every this "
         "many optimizer steps into `<output_dir>.checkpoints`; None writes none. Resume with `ftsdk train --resume`.",
     )
-    save_total_limit: int = Field(2, ge=1, description="Keep at most this many newest complete checkpoints.")
+    save_total_limit: int = Field(2, ge=1, le=10_000, description="Keep at most this many newest complete checkpoints.")
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=list,
+        description="Experiment trackers that receive the hyperparameters, the resolved plugin configs and data "
+        "hashes, per-step and eval metrics, and the run's report and manifest (extras: ftsdk[tensorboard], "
+        "ftsdk[mlflow], ftsdk[wandb]). MLflow and W&B read their usual environment variables.",
+    )
+    run_name: str | None = Field(
+        None, min_length=1, description="The trackers' run name; None: the output folder's name."
+    )
 
 
 class DataSpec(_Strict):

@@ -14,9 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict
-
-from ftsdk.validation import validate_config
+from ftsdk.validation import StrictModel, validate_config
 
 if TYPE_CHECKING:
     from ftsdk.config import ModelSpec, TrainingConfig
@@ -27,10 +25,8 @@ if TYPE_CHECKING:
     from ftsdk.training import TrainJob, TrainOutcome
 
 
-class PluginConfig(BaseModel):
-    """Base of every plugin's options: unknown keys are errors, assignments are validated."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+class PluginConfig(StrictModel):
+    """Base of every plugin's options: unknown keys are errors, assignments are validated, numbers are strict."""
 
 
 class Plugin(ABC):

@@ -55,9 +55,9 @@ def _last_json(capsys) -> str:
     [
         ({"adapter": "lroa"}, "did you mean 'lora'?"),
         ({"adapter_config": {"rank": 8}}, "adapter_config.rank: Extra inputs are not permitted"),
-        ({"training": {"batch_size": 0}}, "recipe.yaml.training.batch_size"),
+        ({"training": {"batch_size": 0}}, "recipe.yaml: training.batch_size"),
         ({"data": {"train": "missing.jsonl"}}, "data file not found"),
-        ({"colour": "blue"}, "recipe.yaml.colour: Extra inputs are not permitted"),
+        ({"colour": "blue"}, "recipe.yaml: colour: Extra inputs are not permitted"),
     ],
 )
 def test_bad_recipes_fail_fast_with_the_place_named(recipe_folder, capsys, overrides, expected, monkeypatch):

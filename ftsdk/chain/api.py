@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ftsdk.calibration import TextsConfig
-from ftsdk.chain.config import ChainConfig, load_chain_config, validate_step
+from ftsdk.chain.config import ChainConfig, load_chain_config, validate_step, with_overrides
 from ftsdk.chain.plan import Plan, make_plan
 from ftsdk.chain.runner import ChainResult, run_plan
 from ftsdk.validation import validate_config
@@ -25,8 +25,8 @@ class Chain:
     """
 
     def __init__(self, workdir: str | Path | None = None, *, name: str | None = None, **inputs: str | Path) -> None:
-        self.config = ChainConfig(name=name, workdir=Path(workdir) if workdir else None,
-                                  inputs={k: str(v) for k, v in inputs.items()})
+        self.config = validate_config(ChainConfig, {"name": name, "workdir": Path(workdir) if workdir else None,
+                                                    "inputs": {k: str(v) for k, v in inputs.items()}}, where="chain")
 
     @classmethod
     def from_config(cls, config: ChainConfig | Mapping[str, Any]) -> Chain:
@@ -40,11 +40,7 @@ class Chain:
                   workdir: str | Path | None = None) -> Chain:
         """A chain from its YAML file (relative paths start at the file); ``inputs``/``workdir`` override it."""
         chain = cls()
-        chain.config = load_chain_config(path)
-        if inputs:
-            chain.config.inputs = {**chain.config.inputs, **{k: str(v) for k, v in inputs.items()}}
-        if workdir is not None:
-            chain.config.workdir = Path(workdir)
+        chain.config = with_overrides(load_chain_config(path), inputs=inputs, workdir=workdir)
         return chain
 
     def to_yaml(self) -> str:

@@ -7,34 +7,48 @@ Steps name their inputs by the name of a chain input or of an earlier step; ``ou
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
+    AfterValidator,
+    Discriminator,
     Field,
+    Tag,
     TypeAdapter,
     ValidationError,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from ftsdk.calibration import BUILTIN, TextsConfig
 from ftsdk.errors import ConfigError
-from ftsdk.validation import describe_errors, read_yaml_mapping
+from ftsdk.validation import StrictModel, describe_errors, quote, read_yaml_mapping
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+def _check_name(name: str) -> str:
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise PydanticCustomError(
+            "chain_name", "a name is letters, digits, '_', '.' and '-', starting with a letter or digit")
+    return name
+
+
+#: a step's or an input's name: also a folder name under the workdir, so no slashes and no leading dot
+Name = Annotated[str, Field(max_length=128), AfterValidator(_check_name)]
+
+
+class _Strict(StrictModel):
+    """A chain section: unknown keys are errors, numbers are strict (see :class:`ftsdk.validation.StrictModel`)."""
 
 
 class StepConfig(_Strict):
     """What every step has: its name (how later steps refer to its output) and where the output goes."""
 
-    name: str = Field(pattern=NAME_PATTERN, description="The step's name; later steps refer to its output by it.")
+    name: Name = Field(description="The step's name; later steps refer to its output by it.")
     output: Path | None = Field(None, description="Output folder; default: <workdir>/<name>.")
 
     @model_validator(mode="before")
@@ -114,8 +128,17 @@ class ExportStep(StepConfig):
     artifacts: list[str] | None = Field(None, description="Chain inputs or steps to ship; default: every model made.")
 
 
+def _step_kind(value: Any) -> Any:
+    """The tag of a step (a mapping or a step object): its ``step`` field."""
+    return value.get("step") if isinstance(value, Mapping) else getattr(value, "step", None)
+
+
+# a callable discriminator: StrictModel's field checks may then run on the `step` field too
 Step = Annotated[
-    TrainStep | MergeAdapterStep | MergeStep | QuantizeStep | EvaluateStep | ExportStep, Field(discriminator="step")
+    Annotated[TrainStep, Tag("train")] | Annotated[MergeAdapterStep, Tag("merge_adapter")]
+    | Annotated[MergeStep, Tag("merge")] | Annotated[QuantizeStep, Tag("quantize")]
+    | Annotated[EvaluateStep, Tag("evaluate")] | Annotated[ExportStep, Tag("export")],
+    Discriminator(_step_kind),
 ]
 STEP_ADAPTER: TypeAdapter[Any] = TypeAdapter(Step)
 STEP_TYPES = ("train", "merge_adapter", "merge", "quantize", "evaluate", "export")
@@ -126,8 +149,9 @@ class ChainConfig(_Strict):
 
     name: str | None = Field(None, description="A name for the chain, shown in progress and manifests.")
     workdir: Path | None = Field(None, description="Folder of the step outputs that name no output of their own.")
-    inputs: dict[str, str] = Field(
-        default_factory=dict, description="Named starting points: model folders, adapter folders or model aliases."
+    inputs: dict[Name, Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=dict, description="Named starting points: model folders, adapter folders or model aliases; "
+        "names follow the step-name rules (letters, digits, `_.-`, not starting with a dot)."
     )
     steps: list[Step] = Field(default_factory=list, description="The steps, run in order.")
 
@@ -138,16 +162,22 @@ def validate_step(raw: Any, index: int) -> StepConfig:
         return raw
     if not isinstance(raw, Mapping):
         raise ConfigError(f"steps[{index}] must be a mapping with a 'step' field, got {type(raw).__name__}")
-    label = f"steps[{index}] ({raw.get('step', '?')} '{raw.get('name') or raw.get('method') or raw.get('step')}')"
-    if raw.get("step") not in STEP_TYPES:
-        close = difflib.get_close_matches(str(raw.get("step")), STEP_TYPES, n=1)
-        raise ConfigError(f"{label}: unknown step type {raw.get('step')!r}",
+    kind = raw.get("step", "?")
+    label = f"steps[{index}] ({_shown(kind)} '{_shown(raw.get('name') or raw.get('method') or kind)}')"
+    if kind not in STEP_TYPES:
+        close = difflib.get_close_matches(kind, STEP_TYPES, n=1) if isinstance(kind, str) else []
+        raise ConfigError(f"{label}: unknown step type {quote(kind)}",
                           hint=(f"did you mean '{close[0]}'? " if close else "") + f"step types: {', '.join(STEP_TYPES)}")
     try:
         return STEP_ADAPTER.validate_python(dict(raw))
     except ValidationError as exc:
-        lines = [line.replace(f"{label}.{raw['step']}.", f"{label}.") for line in describe_errors(exc, label)]
+        lines = [line.replace(f"{label}.{kind}.", f"{label}.") for line in describe_errors(exc, label)]
         raise ConfigError("invalid chain step:\n  " + "\n  ".join(lines)) from None
+
+
+def _shown(value: Any) -> str:
+    """A name as a step label shows it: short, whatever the YAML held."""
+    return value[:40] if isinstance(value, str) else quote(value, 40)
 
 
 def load_chain_config(source: ChainConfig | Mapping[str, Any] | str | Path) -> ChainConfig:
@@ -174,12 +204,29 @@ def load_chain_config(source: ChainConfig | Mapping[str, Any] | str | Path) -> C
     return with_paths_relative_to(config, base) if base is not None else config
 
 
+def with_overrides(config: ChainConfig, *, inputs: Mapping[str, str | Path] | None = None,
+                   workdir: str | Path | None = None) -> ChainConfig:
+    """The config with some inputs set or replaced and another workdir (``ftsdk chain --input/--workdir``)."""
+    update: dict[str, Any] = {}
+    if inputs:
+        update["inputs"] = {**config.inputs, **{k: str(v) for k, v in inputs.items()}}
+    if workdir is not None:
+        update["workdir"] = Path(workdir)
+    if not update:
+        return config
+    try:
+        checked = ChainConfig.model_validate({**dict(config), "steps": [], **update})
+    except ValidationError as exc:
+        raise ConfigError("invalid chain:\n  " + "\n  ".join(describe_errors(exc, "chain"))) from None
+    return config.model_copy(update={"inputs": checked.inputs, "workdir": checked.workdir})
+
+
 def with_paths_relative_to(config: ChainConfig, base: Path) -> ChainConfig:
     """The config with its relative paths (inputs, workdir, outputs, files) taken relative to ``base``."""
     from ftsdk.models import ALIASES
 
     def fix(path: Path | None) -> Path | None:
-        return None if path is None or path.is_absolute() else base / path
+        return path if path is None or path.is_absolute() else base / path
 
     def fix_texts(texts: TextsConfig) -> TextsConfig:
         return texts if texts.data == BUILTIN else texts.model_copy(update={"data": fix(Path(texts.data))})

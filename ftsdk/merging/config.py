@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ByteSize, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, ByteSize, ConfigDict, Field, model_validator
 
-from ftsdk.validation import read_yaml_mapping, validate_config
+from ftsdk.validation import StrictModel, read_yaml_mapping, validate_config
 
 DtypeName = Literal["float32", "float16", "bfloat16", "float64"]
 _UNSUPPORTED = {
@@ -24,8 +24,8 @@ _UNSUPPORTED = {
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+class _Strict(StrictModel):
+    model_config = ConfigDict(populate_by_name=True)
 
 
 class InputModel(_Strict):
@@ -67,7 +67,7 @@ class MergeConfig(_Strict):
         ByteSize(5_000_000_000), gt=0, description="Largest output shard: bytes, or text such as '2GB' or '500MiB'."
     )
     threads: int | None = Field(
-        None, ge=1, description="CPU threads for the merge's math; default: every core but one, which reads ahead."
+        None, ge=1, le=1024, description="CPU threads for the merge's math; default: every core but one, which reads ahead."
     )
 
     @model_validator(mode="before")
