@@ -50,3 +50,7 @@ class ModelLoadError(FtsdkError):
 
 class OutputExistsError(FtsdkError, FileExistsError):
     """An output folder already holds files and overwriting was not asked for."""
+
+
+class OutputInUseError(FtsdkError):
+    """Another live process is writing the same output folder (or running a chain in the same workdir)."""

@@ -16,7 +16,7 @@ from ftsdk import __version__, plugins
 from ftsdk.artifacts import (
     MANIFEST_NAME,
     atomic_output_dir,
-    check_output_dir,
+    claim_output,
     library_versions,
     read_manifest,
     sha256_file,
@@ -24,7 +24,7 @@ from ftsdk.artifacts import (
 )
 from ftsdk.config import ModelSpec
 from ftsdk.errors import ConfigError
-from ftsdk.validation import validate_config
+from ftsdk.models import recorded_spec
 
 LIBRARIES = ("ftsdk", "torch", "transformers", "peft", "bitsandbytes")
 #: PEFT task types and the model head (a key of :data:`ftsdk.models.HEADS`) that loads their base
@@ -43,6 +43,7 @@ def merge_adapter(
     base_weights: BaseWeights = "as_trained",
     base_model: str | None = None,
     overwrite: bool = False,
+    trust_remote_code: bool = False,
 ) -> Path:
     """Merge the PEFT adapter in ``adapter_dir`` into its base and save a full model folder at ``output_dir``.
 
@@ -50,6 +51,8 @@ def merge_adapter(
     ``adapter_config.json``'s ``base_model_name_or_path``; ``base_model`` overrides both. It loads at
     ``dtype`` on ``device`` (``auto`` as in :class:`ftsdk.ModelSpec`: float32 on CPU). Adapters that cannot
     merge (prefix and prompt tuning) and full-model folders are refused before anything loads.
+    The base model's own Python code (``auto_map``) runs only with ``trust_remote_code=True``: what the adapter
+    folder records cannot allow it. The output may not overlap the adapter or the base model's folder.
     The output holds the merged weights, the tokenizer and a manifest recording the lineage.
     """
     adapter_dir = Path(adapter_dir)
@@ -57,11 +60,25 @@ def merge_adapter(
         raise ConfigError(f"base_weights must be 'as_trained' or 'original', not {base_weights!r}")
     peft_config = _mergeable_config(adapter_dir)
     manifest = read_manifest(adapter_dir) if (adapter_dir / MANIFEST_NAME).is_file() else None
-    spec = _base_spec(manifest, peft_config, base_model, dtype, device)
+    spec = _base_spec(adapter_dir, manifest, peft_config, base_model, dtype, device, trust_remote_code)
     trained = manifest if base_model is None else None  # the plugins that trained it load its own base
     adapter = plugins.create("adapter", trained["adapter"]["name"], trained["adapter"]["config"]) if trained else None
-    output = check_output_dir(output_dir, overwrite)
+    inputs = [("adapter", adapter_dir), ("base model", spec.name)]
+    with claim_output(output_dir, overwrite=overwrite, inputs=inputs) as output:
+        merged, tokenizer, record = _merged(adapter_dir, manifest, trained, adapter, spec, peft_config, base_weights)
+        with atomic_output_dir(output, overwrite=overwrite) as tmp:
+            merged.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            write_manifest(tmp, record)
+            (tmp / "README.md").write_text(_model_card(record), encoding="utf-8")
+    return output
 
+
+def _merged(
+    adapter_dir: Path, manifest: dict[str, Any] | None, trained: dict[str, Any] | None, adapter: Any,
+    spec: ModelSpec, peft_config: Any, base_weights: BaseWeights,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Load the base, merge the adapter into it; the merged model, its tokenizer and the output's manifest."""
     from peft import PeftModel
 
     from ftsdk.device import choose_placement
@@ -85,7 +102,7 @@ def merge_adapter(
     if from_adapter:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+        tokenizer = AutoTokenizer.from_pretrained(adapter_dir, trust_remote_code=spec.trust_remote_code)
     else:
         tokenizer = load_tokenizer(resolved, spec)
     record = {
@@ -104,12 +121,7 @@ def merge_adapter(
         "tokenizer_from": "adapter folder" if from_adapter else "base model",
         "libraries": library_versions(*LIBRARIES),
     }
-    with atomic_output_dir(output, overwrite=overwrite) as tmp:
-        merged.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        write_manifest(tmp, record)
-        (tmp / "README.md").write_text(_model_card(record), encoding="utf-8")
-    return output
+    return merged, tokenizer, record
 
 
 def _merge(peft_model: Any, peft_config: Any) -> Any:
@@ -148,9 +160,13 @@ def _mergeable_config(adapter_dir: Path) -> Any:
 
 
 def _base_spec(
-    manifest: dict[str, Any] | None, peft_config: Any, base_model: str | None, dtype: str, device: str
+    adapter_dir: Path, manifest: dict[str, Any] | None, peft_config: Any, base_model: str | None, dtype: str,
+    device: str, trust_remote_code: bool,
 ) -> ModelSpec:
-    """How to load the base: the manifest's spec, else the adapter config's base; overrides applied."""
+    """How to load the base: the manifest's spec, else the adapter config's base; overrides applied.
+
+    Whether the base's own code may run is the caller's ``trust_remote_code`` alone, never the manifest's.
+    """
     spec: dict[str, Any] = dict(manifest["base_model"]["spec"]) if manifest else {}
     name = base_model or spec.get("name") or peft_config.base_model_name_or_path
     if not name:
@@ -160,7 +176,9 @@ def _base_spec(
         )
     if base_model:
         spec.pop("gguf_file", None)
-    return validate_config(ModelSpec, spec | {"name": name, "dtype": dtype, "device": device}, where="base model")
+    return recorded_spec(spec, f"{adapter_dir / MANIFEST_NAME} (base_model.spec)",
+                         "pass --trust-remote-code to ftsdk merge-adapter (merge_adapter(..., trust_remote_code=True))",
+                         trust_remote_code=trust_remote_code, name=name, dtype=dtype, device=device)
 
 
 def _method(peft_config: Any) -> str:

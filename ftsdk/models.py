@@ -11,13 +11,15 @@ import hashlib
 import importlib.util
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftsdk.artifacts import atomic_output_dir
 from ftsdk.config import ModelSpec
-from ftsdk.errors import ModelLoadError
+from ftsdk.errors import ConfigError, ModelLoadError
+from ftsdk.locks import hold_lock, lock_file_for
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -62,6 +64,26 @@ class ResolvedModel:
     origin: str  # "alias", "local", "gguf" or "hub"
     reference: str  # what the user asked for, recorded in manifests
     revision: str | None = None
+
+
+def recorded_spec(
+    recorded: Mapping[str, Any], where: str, opt_in: str, *, trust_remote_code: bool = False, **overrides: Any
+) -> ModelSpec:
+    """A :class:`ModelSpec` an artifact records (an adapter's ``ftsdk.json``), never trusted to run code.
+
+    Only the caller's ``trust_remote_code`` (the user's own flag or argument) decides whether model code may
+    run: a file cannot grant it. One that asks for it is refused unless the user opted in; ``opt_in`` says how.
+    """
+    from ftsdk.validation import validate_config
+
+    spec = dict(recorded)
+    if spec.get("trust_remote_code") is True and not trust_remote_code:
+        raise ConfigError(
+            f"{where} asks to run the base model's own Python code (trust_remote_code: true); ftsdk never lets a "
+            f"file it reads allow that",
+            hint=f"read the base model's code first; if you trust it, allow it yourself: {opt_in}",
+        )
+    return validate_config(ModelSpec, spec | overrides | {"trust_remote_code": trust_remote_code}, where="base model")
 
 
 def cache_dir() -> Path:
@@ -121,12 +143,15 @@ def _converted_gguf(gguf: Path) -> Path:
         return folder
     from tqdm.auto import tqdm
 
-    with tqdm(total=3, desc=f"converting {gguf.name} to a float32 folder (once)", unit="step") as bar:
-        tokenizer, model = _load_gguf_clean(gguf, bar)
-        with atomic_output_dir(folder, overwrite=True) as tmp:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            bar.update()
+    with hold_lock(lock_file_for(folder), folder, wait=True):  # another process converting it: wait, reuse
+        if (folder / "config.json").is_file():
+            return folder
+        with tqdm(total=3, desc=f"converting {gguf.name} to a float32 folder (once)", unit="step") as bar:
+            tokenizer, model = _load_gguf_clean(gguf, bar)
+            with atomic_output_dir(folder, overwrite=True) as tmp:
+                model.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+                bar.update()
     return folder
 
 
@@ -177,6 +202,15 @@ def _from_pretrained(auto_class: Any, resolved: ResolvedModel, spec: ModelSpec, 
         return auto_class.from_pretrained(
             resolved.source, revision=resolved.revision, trust_remote_code=spec.trust_remote_code, **kwargs
         )
+    except ValueError as exc:
+        if "trust_remote_code" not in str(exc):
+            raise
+        raise ModelLoadError(
+            f"could not load '{resolved.reference}': it needs its own Python code to load (its config names custom "
+            "classes), and ftsdk runs a model's code only when you allow it",
+            hint="read that code first; if you trust it, set trust_remote_code: true in the model's spec "
+            "(ModelSpec(trust_remote_code=True)), or pass --trust-remote-code where the command has it",
+        ) from None
     except OSError as exc:
         hint = (
             "check the hub id and your network; for a gated model log in with `hf auth login`; "

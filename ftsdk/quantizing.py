@@ -19,13 +19,13 @@ from ftsdk import __version__, plugins
 from ftsdk.artifacts import (
     MANIFEST_NAME,
     atomic_output_dir,
-    check_output_dir,
+    claim_output,
     library_versions,
     read_manifest,
     sha256_file,
     write_manifest,
 )
-from ftsdk.calibration import TextsConfig, select_texts
+from ftsdk.calibration import BUILTIN, TextsConfig, select_texts
 from ftsdk.errors import ConfigError, ModelLoadError
 from ftsdk.kinds import PluginConfig, Quantizer
 from ftsdk.validation import validate_config
@@ -139,18 +139,18 @@ def quantize(
         texts.check()
     found = classify_source(source)
     check_accepts(type(quantizer), found.kind, source)
-    target = check_output_dir(output, overwrite)
-    if target.resolve() == found.path.resolve():
-        raise ConfigError(f"the output folder {target} is the source", hint="write the quantized model elsewhere")
-    quantizer.check(found.path, found.kind)
-    started = time.perf_counter()
-    calibration_texts = _calibration(found, texts) if quantizer.uses_calibration else None
-    with atomic_output_dir(target, overwrite=overwrite) as folder:
-        facts = dict(quantizer.quantize(QuantizeJob(found.path, found.kind, folder, calibration_texts)))
-        manifest = _manifest(quantizer, found, folder, facts, texts if calibration_texts else None,
-                             time.perf_counter() - started)
-        write_manifest(folder, manifest)
-        (folder / "README.md").write_text(_model_card(manifest), encoding="utf-8")
+    calibration_file = texts.data if quantizer.uses_calibration and texts.data != BUILTIN else None
+    inputs = [("source", found.path), ("calibration data", calibration_file)]
+    with claim_output(output, overwrite=overwrite, inputs=inputs) as target:
+        quantizer.check(found.path, found.kind)
+        started = time.perf_counter()
+        calibration_texts = _calibration(found, texts) if quantizer.uses_calibration else None
+        with atomic_output_dir(target, overwrite=overwrite) as folder:
+            facts = dict(quantizer.quantize(QuantizeJob(found.path, found.kind, folder, calibration_texts)))
+            manifest = _manifest(quantizer, found, folder, facts, texts if calibration_texts else None,
+                                 time.perf_counter() - started)
+            write_manifest(folder, manifest)
+            (folder / "README.md").write_text(_model_card(manifest), encoding="utf-8")
     shown = manifest["warnings"][:MAX_PRINTED_WARNINGS]
     for warning in shown:
         print(f"warning: {warning}")
@@ -162,7 +162,7 @@ def quantize(
 def _calibration(found: Source, texts: TextsConfig) -> list[str]:
     from transformers import AutoTokenizer
 
-    return select_texts(texts, AutoTokenizer.from_pretrained(found.path))
+    return select_texts(texts, AutoTokenizer.from_pretrained(found.path, trust_remote_code=False))
 
 
 def weight_hashes(folder: Path) -> dict[str, str]:

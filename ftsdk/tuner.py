@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import time
@@ -12,7 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftsdk import __version__, plugins
-from ftsdk.artifacts import atomic_output_dir, check_output_dir, library_versions, read_manifest, write_manifest
+from ftsdk.artifacts import (
+    atomic_output_dir,
+    check_output_dir,
+    claim_output,
+    library_versions,
+    read_manifest,
+    write_manifest,
+)
 from ftsdk.config import ModelSpec, Recipe, TrainingConfig
 from ftsdk.data.formats import Conversation
 from ftsdk.data.loading import DataSet, load_dataset
@@ -92,10 +100,19 @@ class Tuner:
         )
 
     @classmethod
-    def from_manifest(cls, manifest: Mapping[str, Any]) -> Tuner:
-        """A Tuner configured exactly as the run that wrote ``manifest`` (an ``ftsdk.json``): fit it to reproduce."""
+    def from_manifest(cls, manifest: Mapping[str, Any], *, trust_remote_code: bool = False) -> Tuner:
+        """A Tuner configured exactly as the run that wrote ``manifest`` (an ``ftsdk.json``): fit it to reproduce.
+
+        The base model's own code runs only with ``trust_remote_code=True``; a manifest asking for it is refused.
+        """
+        from ftsdk.models import recorded_spec
+
+        spec = recorded_spec(manifest["base_model"]["spec"], "the manifest's base_model.spec",
+                             "Tuner.load(folder, trust_remote_code=True) or "
+                             "Tuner.from_manifest(manifest, trust_remote_code=True)",
+                             trust_remote_code=trust_remote_code)
         return cls(
-            manifest["base_model"]["spec"],
+            spec,
             adapter=manifest["adapter"]["name"],
             objective=manifest["objective"]["name"],
             adapter_config=manifest["adapter"]["config"],
@@ -104,15 +121,19 @@ class Tuner:
         )
 
     @classmethod
-    def load(cls, output_dir: str | Path) -> Tuner:
-        """Reopen a trained output folder (its manifest names the base model and plugins) for generation."""
+    def load(cls, output_dir: str | Path, *, trust_remote_code: bool = False) -> Tuner:
+        """Reopen a trained output folder (its manifest names the base model and plugins) for generation.
+
+        Model code shipped with the base (``auto_map``) runs only with ``trust_remote_code=True``, whatever
+        the folder records.
+        """
         manifest = read_manifest(output_dir)
         if "adapter" not in manifest:  # a complete model folder, e.g. an adapter merged into its base
-            tuner = cls(str(output_dir))
+            tuner = cls({"name": str(output_dir), "trust_remote_code": trust_remote_code})
             tuner._load_base()
             tuner.output_dir = Path(output_dir)
             return tuner
-        tuner = cls.from_manifest(manifest)
+        tuner = cls.from_manifest(manifest, trust_remote_code=trust_remote_code)
         if manifest["kind"] == "adapter":
             from peft import PeftModel
 
@@ -145,28 +166,38 @@ class Tuner:
         task = self.objective.data_task
         train_set = load_dataset(data, task)
         eval_set = load_dataset(eval_data, task) if eval_data is not None else None
-        output = check_output_dir(output_dir, overwrite)
-        self.adapter.check_training(self.training, self.objective)
-        self._check_pairing()
-        from ftsdk.checkpoints import checkpoints_dir, plan_resume
-        from ftsdk.distributed.strategies import check_strategy
-        from ftsdk.distributed.world import check_world, current_world
+        from ftsdk.distributed.world import current_world
 
         world = current_world()
-        check_world(self.distributed, world, self._placement().device)
-        check_strategy(self.distributed, self.training.save_steps)
-        run_fingerprint = self._fingerprint(train_set, eval_set, world.size)
-        start = plan_resume(checkpoints_dir(output), resume=resume, force=force_resume, overwrite=overwrite,
-                            run_fingerprint=run_fingerprint, is_main=world.is_main)
-
-        with torch_threads(self.training.threads):
-            outcome, manifest, seconds = self._train(train_set, eval_set, output, overwrite, start, run_fingerprint)
+        inputs = [("training data", data), ("eval data", eval_data), ("base model", self.model_spec.name)]
+        # the main process holds the output's lock from here to the written output; the others only read
+        with claim_output(output_dir, overwrite=overwrite, inputs=inputs) if world.is_main else \
+                contextlib.nullcontext(check_output_dir(output_dir, overwrite)) as output:
+            outcome, manifest, seconds = self._fit(train_set, eval_set, output, overwrite, world, resume, force_resume)
         from ftsdk.report import summary_line
 
         if world.is_main:
             print(summary_line(outcome.metrics, seconds, output))
         self.output_dir = output
         return FitResult(output, outcome.metrics, manifest, outcome.log_history)
+
+    def _fit(
+        self, train_set: DataSet, eval_set: DataSet | None, output: Path, overwrite: bool, world: Any,
+        resume: bool | str | Path, force_resume: bool,
+    ) -> tuple[Any, dict[str, Any], float]:
+        self.adapter.check_training(self.training, self.objective)
+        self._check_pairing()
+        from ftsdk.checkpoints import checkpoints_dir, plan_resume
+        from ftsdk.distributed.strategies import check_strategy
+        from ftsdk.distributed.world import check_world
+
+        check_world(self.distributed, world, self._placement().device)
+        check_strategy(self.distributed, self.training.save_steps)
+        run_fingerprint = self._fingerprint(train_set, eval_set, world.size)
+        start = plan_resume(checkpoints_dir(output), resume=resume, force=force_resume, overwrite=overwrite,
+                            run_fingerprint=run_fingerprint, is_main=world.is_main)
+        with torch_threads(self.training.threads):
+            return self._train(train_set, eval_set, output, overwrite, start, run_fingerprint)
 
     def _train(
         self, train_set: DataSet, eval_set: DataSet | None, output: Path, overwrite: bool, start: Any,

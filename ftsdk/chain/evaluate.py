@@ -70,11 +70,11 @@ def _nll(artifact: Artifact, sequences: list[list[int]], batch_size: int, n_ctx:
     if artifact.kind == "adapter":
         from peft import AutoPeftModelForCausalLM
 
-        model = AutoPeftModelForCausalLM.from_pretrained(str(artifact.path))
+        model = AutoPeftModelForCausalLM.from_pretrained(str(artifact.path), trust_remote_code=False)
     else:
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(_folder(artifact), device_map="cpu")
+        model = AutoModelForCausalLM.from_pretrained(_folder(artifact), device_map="cpu", trust_remote_code=False)
     return sequence_nll(model.eval(), sequences, batch_size=batch_size)
 
 
@@ -85,7 +85,7 @@ def run_evaluation(models: dict[str, Artifact], reference: str, step: EvaluateSt
     from ftsdk.perplexity import encode_texts, perplexity_from_nll
 
     started = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(_tokenizer_folder(models[reference]))
+    tokenizer = AutoTokenizer.from_pretrained(_tokenizer_folder(models[reference]), trust_remote_code=False)
     texts = select_texts(step.texts, tokenizer)
     sequences = encode_texts(tokenizer, texts, max_length=step.texts.max_length)
     scores: dict[str, dict[str, Any]] = {}

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ftsdk import __version__
-from ftsdk.artifacts import MANIFEST_NAME, read_manifest, sha256_file, write_manifest
+from ftsdk.artifacts import MANIFEST_NAME, child_path, read_manifest, sha256_file, write_manifest
 from ftsdk.chain.refs import Artifact
 from ftsdk.quantizing import human_size
 
@@ -38,7 +38,7 @@ def export_artifacts(artifacts: dict[str, Artifact], evaluations: dict[str, Arti
     """Copy each artifact to ``folder/<name>``; write ``ftsdk.json`` (files, sizes, hashes, lineage, quality)."""
     shipped: dict[str, Any] = {}
     for name, artifact in artifacts.items():
-        target = folder / name
+        target = child_path(folder, name, "artifact name")  # never outside the export folder
         if artifact.path.is_file():
             target.mkdir()
             shutil.copy2(artifact.path, target / artifact.path.name)

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ftsdk.artifacts import child_path
 from ftsdk.chain.config import ChainConfig, StepConfig
 from ftsdk.chain.fingerprints import content_hash, fingerprint, recorded
 from ftsdk.chain.inputs import chain_inputs
@@ -20,6 +21,8 @@ from ftsdk.errors import ConfigError, FtsdkError
 
 #: the file in the workdir recording how the last run ended (for ``resume``)
 STATE_NAME = ".ftsdk-chain.json"
+#: the lock file in the workdir a running chain holds (see ftsdk.locks)
+LOCK_NAME = ".ftsdk-chain.lock"
 
 
 @dataclass
@@ -144,7 +147,7 @@ def make_plan(config: ChainConfig, workdir: str | Path | None = None, force: boo
         if step.name in ctx.made:
             problems.append(f"{label}: another step is already named '{step.name}'")
         ctx.later = {n: i for i, n in enumerate(names) if i > index}
-        output = step.output or (folder or Path(".")) / step.name
+        output = step.output or child_path(folder or Path("."), step.name, f"{label}: the step's name")
         try:
             prepared = prepare(step, ctx)
         except FtsdkError as exc:

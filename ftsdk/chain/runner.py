@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -16,9 +17,10 @@ from ftsdk.artifacts import (
     write_manifest,
 )
 from ftsdk.chain.fingerprints import RECORD_KEY, recorded
-from ftsdk.chain.plan import Plan, PlannedStep
+from ftsdk.chain.plan import LOCK_NAME, Plan, PlannedStep
 from ftsdk.chain.refs import MODEL_KINDS
 from ftsdk.errors import ConfigError
+from ftsdk.locks import hold_lock
 from ftsdk.quantizing import file_sizes, human_size
 
 
@@ -53,9 +55,14 @@ def _write_state(plan: Plan, **state: Any) -> None:
 
 
 def _check_resume(plan: Plan) -> None:
+    """Refuse a resume with nothing to resume: only a run that failed, or that died (killed) while running."""
     if not plan.state_file.is_file():
         raise ConfigError(f"nothing to resume: no chain has run in {plan.workdir}", hint="run it without --resume")
     state = json.loads(plan.state_file.read_text(encoding="utf-8"))
+    if state.get("status") == "running":  # we hold the workdir's lock, so the run that wrote this is gone
+        print(f"resuming chain '{plan.name}' at {state.get('step')}, where an earlier run (PID {state.get('pid')}) "
+              "stopped without finishing")
+        return
     if state.get("status") != "failed":
         raise ConfigError(f"nothing to resume: the last run in {plan.workdir} ended '{state.get('status')}'",
                           hint="run it without --resume (up-to-date steps are skipped anyway)")
@@ -81,7 +88,16 @@ def _run_step(plan: Plan, step: PlannedStep) -> None:
 
 
 def run_plan(plan: Plan, *, resume: bool = False) -> ChainResult:
-    """Run every step that is not up to date, in order; on failure record where, so a rerun resumes there."""
+    """Run every step that is not up to date, in order; on failure record where, so a rerun resumes there.
+
+    The run holds the workdir's lock throughout: a second run in the same workdir fails at once
+    (:class:`~ftsdk.errors.OutputInUseError`), and a run killed while running is resumable.
+    """
+    with hold_lock(plan.workdir / LOCK_NAME, f"chain workdir {plan.workdir}"):
+        return _run_locked(plan, resume)
+
+
+def _run_locked(plan: Plan, resume: bool) -> ChainResult:
     if resume:
         _check_resume(plan)
     total = len(plan.steps)
@@ -94,7 +110,7 @@ def run_plan(plan: Plan, *, resume: bool = False) -> ChainResult:
             skipped.append(step.config.name)
             continue
         print(f"{prefix}: running -> {step.output}", flush=True)
-        _write_state(plan, status="running", step=step.label)
+        _write_state(plan, status="running", step=step.label, pid=os.getpid())
         step_started = time.perf_counter()
         try:
             _run_step(plan, step)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ftsdk import plugins
+from ftsdk.artifacts import child_path
 from ftsdk.calibration import BUILTIN, TextsConfig
 from ftsdk.chain.config import (
     EvaluateStep,
@@ -196,6 +197,8 @@ def prepare_export(step: ExportStep, ctx: Context) -> Prepared:
     from ftsdk.chain.export import export_artifacts
 
     artifacts = models_of(step.artifacts, ctx, "artifacts")
+    for name in artifacts:  # each is copied to <export>/<name>: refuse, before anything runs, a name leaving it
+        child_path(Path("export"), name, "artifact name")
     evaluations = {a.name: a for a in ctx.made.values() if a.kind == "evaluation"}
     uses = {**{f"artifacts.{n}": a for n, a in artifacts.items()}, **{f"evaluations.{n}": a for n, a in evaluations.items()}}
 

@@ -26,6 +26,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     evaluating.add_argument("--out", help="output folder of the report")
     evaluating.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     evaluating.add_argument("--json", action="store_true", help="print the results as JSON")
+    evaluating.add_argument("--trust-remote-code", action="store_true",
+                            help="let every candidate's model run its own Python code (auto_map); only for code you "
+                            "have read")
     evaluating.set_defaults(run=_cmd_eval)
 
 
@@ -59,6 +62,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
     if args.max_new_tokens:
         for candidate in candidates:
             candidate.setdefault("generation", {})["max_new_tokens"] = args.max_new_tokens
+    if args.trust_remote_code:
+        for candidate in candidates:
+            candidate["trust_remote_code"] = True
     raw["candidates"] = candidates
     overrides = {"data": args.data, "baseline": args.baseline, "task": args.task, "limit": args.limit,
                  "output_dir": args.out}

@@ -23,6 +23,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                           help="QLoRA: merge into the 4-bit weights dequantized (as_trained) or the unquantized checkpoint")
     unmerged.add_argument("--base-model", help="load the base from here instead of the folder or hub id the adapter names")
     unmerged.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    unmerged.add_argument("--trust-remote-code", action="store_true",
+                          help="let the base model run its own Python code (auto_map); only for code you have read "
+                          "(what the adapter folder records never allows it)")
     unmerged.set_defaults(run=_cmd_merge_adapter)
 
 
@@ -45,6 +48,7 @@ def _cmd_merge_adapter(args: argparse.Namespace) -> int:
         base_weights=args.base_weights,
         base_model=args.base_model,
         overwrite=args.overwrite,
+        trust_remote_code=args.trust_remote_code,
     )
     print(json.dumps({"output_dir": str(output)}))
     return 0

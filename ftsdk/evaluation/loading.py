@@ -12,23 +12,31 @@ from ftsdk.config import ModelSpec
 from ftsdk.errors import ConfigError, ModelLoadError
 from ftsdk.evaluation.backends import Backend, GgufBackend, TransformersBackend
 from ftsdk.evaluation.spec import CandidateSpec
+from ftsdk.models import recorded_spec
 
 
 def adapter_base(spec: CandidateSpec) -> ModelSpec:
-    """The base model of an adapter candidate: ``spec.base``, else what its ftsdk.json or adapter_config.json names."""
+    """The base model of an adapter candidate: ``spec.base``, else what its ftsdk.json or adapter_config.json names.
+
+    The base's own code may run only if the candidate itself says ``trust_remote_code``; what the adapter's
+    ftsdk.json records is never trusted.
+    """
+    trust = spec.trust_remote_code
     if spec.base:
-        return ModelSpec(name=spec.base)
+        return ModelSpec(name=spec.base, trust_remote_code=trust)
     folder = Path(spec.source)
     manifest = folder / "ftsdk.json"
     if manifest.is_file():
         base = json.loads(manifest.read_text(encoding="utf-8")).get("base_model", {}).get("spec")
         if base:
-            return ModelSpec.model_validate(base)
+            return recorded_spec(base, f"candidate '{spec.name}': {manifest} (base_model.spec)",
+                                 "set trust_remote_code: true in the candidate, or pass --trust-remote-code to "
+                                 "ftsdk eval", trust_remote_code=trust)
     named = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
     if not named:
         raise ConfigError(f"candidate '{spec.name}': cannot tell the base model of adapter {folder}",
                           hint="give base: MODEL in the candidate")
-    return ModelSpec(name=named)
+    return ModelSpec(name=named, trust_remote_code=trust)
 
 
 def gguf_file(source: str) -> Path:
@@ -72,7 +80,8 @@ class CandidatePool:
                 llm.close()
             return
         if kind in ("model", "merged"):
-            yield TransformersBackend(*self._base(ModelSpec(name=spec.source)))
+            model = ModelSpec(name=spec.source, trust_remote_code=spec.trust_remote_code)
+            yield TransformersBackend(*self._base(model))
             return
         from peft import PeftModel
 

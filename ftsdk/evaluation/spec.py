@@ -48,6 +48,10 @@ class CandidateSpec(PluginConfig):
     system_prompt: str | None = Field(None, description="Replaces (or adds) the system message of every prompt.")
     few_shot: FewShot | None = Field(None, description="Worked examples put before every prompt.")
     generation: GenerationOptions = Field(default_factory=GenerationOptions, description="Generation options.")
+    trust_remote_code: bool = Field(
+        False, description="Let the model (an adapter's base) run its own Python code (its config's auto_map): "
+        "only for code you have read. What an adapter folder records never allows it.",
+    )
 
     def resolved_kind(self) -> str:
         """The kind, told from the files when ``auto``; refuses a kind its files contradict."""

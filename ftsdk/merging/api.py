@@ -11,11 +11,11 @@ from typing import Any
 import yaml
 
 from ftsdk import __version__, plugins
-from ftsdk.artifacts import atomic_output_dir, check_output_dir, library_versions, write_manifest
+from ftsdk.artifacts import atomic_output_dir, check_output_dir, claim_output, library_versions, write_manifest
 from ftsdk.errors import ConfigError
 from ftsdk.kinds import Merger
 from ftsdk.merging.config import MergeConfig, load_merge_config
-from ftsdk.merging.request import build_request, same_model
+from ftsdk.merging.request import build_request
 
 LIBRARIES = ("ftsdk", "torch", "safetensors", "transformers", "peft")
 
@@ -38,16 +38,16 @@ def merge(
     replace = merge_config.overwrite if overwrite is None else overwrite
     check_output_dir(target, replace)
     merger, request = build_request(merge_config)
-    clash = next((i for i in request.inputs if same_model(i.reference, str(target))), None)
-    if clash is not None:
-        raise ConfigError(f"the output folder {target} is the input {clash.label}", hint="write the merge elsewhere")
-    prepared = merger.prepare(request)
-    started = time.perf_counter()
-    with atomic_output_dir(target, overwrite=replace) as folder:
-        facts = prepared.run(folder)
-        manifest = _manifest(merger, merge_config, prepared.produces, facts, time.perf_counter() - started)
-        write_manifest(folder, manifest)
-        (folder / "README.md").write_text(_model_card(manifest, merge_config), encoding="utf-8")
+    inputs = [("input " + ("base_model" if i.index is None else f"models[{i.index}]"), i.reference)
+              for i in request.inputs]
+    with claim_output(target, overwrite=replace, inputs=inputs):
+        prepared = merger.prepare(request)
+        started = time.perf_counter()
+        with atomic_output_dir(target, overwrite=replace) as folder:
+            facts = prepared.run(folder)
+            manifest = _manifest(merger, merge_config, prepared.produces, facts, time.perf_counter() - started)
+            write_manifest(folder, manifest)
+            (folder / "README.md").write_text(_model_card(manifest, merge_config), encoding="utf-8")
     return target
 
 

@@ -3,15 +3,18 @@
 A reward function is called as ``fn(prompts=[...], completions=[...], **columns)`` with plain text (a chat
 prompt as its last user message) and the data set's other columns by name (lists, one value per
 completion); it returns one float per completion. It should accept ``**kwargs``: trainers pass more.
-In YAML it is named ``"package.module:function"`` or ``"path/to/file.py:function"``.
+In YAML it is named ``"package.module:function"`` or ``"path/to/file.py:function"``: training imports that
+module, which runs its code (checks, ``--dry-run`` included, only read it).
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import importlib
 import importlib.util
 import re
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,9 +67,10 @@ class RewardOptions(PluginConfig):
         return [f if isinstance(f, str) else f"{f.__module__}:{f.__qualname__}" for f in functions]
 
     def check_rewards(self) -> None:
-        """Import every reward function and look for the reward model, before any model loads."""
+        """Check every reward function (without running its code: see :func:`check_function`) and look for
+        the reward model, before any model loads."""
         for function in self.reward_functions:
-            resolve_function(function)
+            check_function(function)
         if self.reward_model is not None and not (Path(self.reward_model) / "config.json").is_file() and not (
             Path(self.reward_model) / "adapter_config.json"
         ).is_file():
@@ -79,8 +83,78 @@ class RewardOptions(PluginConfig):
         return self.reward_weights or [1.0] * (len(self.reward_functions) + (self.reward_model is not None))
 
 
+def check_function(function: str | RewardFunction) -> None:
+    """Check a reward-function reference without importing (running) anything.
+
+    The module is found the way ``import`` would find it (or the ``.py`` file must exist), its source must
+    parse, and it must define the name at top level. Checks (``--dry-run`` included) thus never run the
+    code; it is imported only when training starts.
+    """
+    if not isinstance(function, str):
+        if not callable(function):
+            raise ConfigError(f"objective_config.reward_functions: {function!r} is not callable")
+        return
+    where, _, attribute = function.rpartition(":")
+    source = _source_file(function, where)
+    if source is None:  # a compiled or built-in module: there is no source to read
+        return
+    try:
+        tree = ast.parse(source.read_bytes(), filename=str(source))
+    except (SyntaxError, ValueError, OSError) as exc:
+        raise ConfigError(f"objective_config.reward_functions: cannot load '{function}': {source} does not parse: "
+                          f"{exc}", hint="fix the file's syntax") from None
+    name = attribute.split(".")[0]
+    defined = _top_level_names(tree.body)
+    if name not in defined and "*" not in defined and "__getattr__" not in defined:
+        raise ConfigError(f"objective_config.reward_functions: cannot load '{function}': {source} has no attribute "
+                          f"'{name}'", hint="name a function the file defines at top level")
+
+
+def _source_file(function: str, where: str) -> Path | None:
+    """The source file of the module ``where`` names (a dotted module or a .py path), found without importing."""
+    if where.endswith(".py"):
+        if not Path(where).is_file():
+            raise ConfigError(f"objective_config.reward_functions: cannot load '{function}': no file {where}",
+                              hint="give the .py file's path, relative to the working directory")
+        return Path(where)
+    spec = None
+    path: list[str] | None = None
+    parts = where.split(".")
+    for depth in range(1, len(parts) + 1):
+        name = ".".join(parts[:depth])
+        loaded = sys.modules.get(name)
+        spec = getattr(loaded, "__spec__", None) if loaded is not None else None
+        if spec is None:
+            spec = next((found for finder in sys.meta_path if hasattr(finder, "find_spec")
+                         and (found := finder.find_spec(name, path)) is not None), None)
+        if spec is None:
+            raise ConfigError(f"objective_config.reward_functions: cannot load '{function}': No module named '{name}'",
+                              hint="name an importable module (or a .py file path, relative to the working "
+                              "directory) and a function in it")
+        path = list(spec.submodule_search_locations or [])
+    origin = getattr(spec, "origin", None)
+    return Path(origin) if origin and origin.endswith(".py") and Path(origin).is_file() else None
+
+
+def _top_level_names(body: list[ast.stmt]) -> set[str]:
+    """Names a module body binds at top level (definitions, assignments, imports; inside if/try/with too)."""
+    names: set[str] = set()
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+        for field in ("body", "orelse", "finalbody", "handlers"):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names |= _top_level_names(getattr(node, field, []))
+    return names
+
+
 def resolve_function(function: str | RewardFunction) -> RewardFunction:
-    """The callable a reward-function reference names."""
+    """The callable a reward-function reference names (importing its module: this runs its code)."""
     if not isinstance(function, str):
         return function
     where, _, attribute = function.rpartition(":")

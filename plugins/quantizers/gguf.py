@@ -117,7 +117,9 @@ class GGUFQuantizer(Quantizer):
             seconds["convert"] = time.perf_counter() - start
             report = TensorReport(types=converted["tensor_types"])
         else:
-            with tempfile.TemporaryDirectory(prefix=".gguf-intermediate-", dir=job.output.parent) as tmp:
+            # named after the temporary output folder, so the next write of this output removes it after a kill
+            with tempfile.TemporaryDirectory(prefix=f"{job.output.name}.gguf-intermediate-",
+                                             dir=job.output.parent) as tmp:
                 intermediate = Path(tmp) / f"model-{cfg.intermediate}.gguf"
                 converted = convert_model(job.source, intermediate, cfg.intermediate, pre_tokenizer=cfg.pre_tokenizer)
                 seconds["convert"] = time.perf_counter() - start
@@ -156,7 +158,8 @@ class GGUFQuantizer(Quantizer):
         problems: list[str] = []
         if cfg.verify:
             base = base_folder(job.source, cfg.base_model)
-            with tempfile.TemporaryDirectory(prefix=".gguf-base-", dir=job.output.parent) as tmp:
+            with tempfile.TemporaryDirectory(prefix=f"{job.output.name}.gguf-base-",
+                                             dir=job.output.parent) as tmp:
                 base_gguf = Path(tmp) / f"base-{cfg.type}.gguf"
                 convert_model(base, base_gguf, cfg.type, pre_tokenizer=cfg.pre_tokenizer)
                 facts["verification"] = self._verify(base_gguf, base, problems, seconds, lora=out,
