@@ -57,24 +57,35 @@ def variant(base: Path, folder: Path, change: Change, *, shards: int = 1) -> Pat
 
 
 def make_finetunes(base: Path, root: Path, seed: int = 0) -> dict[str, Path]:
-    """Three fine-tunes of ``base`` with different task vectors.
+    """Three fine-tunes of ``base`` with different task vectors, stored in ``base``'s dtypes.
 
     ``dense``: small changes everywhere; ``sparse``: larger changes on about 10% of the entries;
-    ``conflict``: mostly the opposite of ``dense`` (sign conflicts for TIES), plus noise.
+    ``conflict``: mostly the opposite of ``dense`` (sign conflicts for TIES), plus noise. The changes are
+    drawn and added in float32, then rounded once to each tensor's own dtype: a bfloat16 base gives pure
+    bfloat16 fine-tunes (the draws, and so the float32 fine-tunes, do not depend on the base's dtype).
     """
     import torch
 
     generator = torch.Generator().manual_seed(seed)
     dense = {name: 0.01 * torch.randn(t.shape, generator=generator) for name, t in read_weights(base).items()}
 
+    def changed(change: Change) -> Change:
+        def apply(name: str, tensor: torch.Tensor) -> torch.Tensor:
+            if not tensor.is_floating_point():
+                return tensor
+            return change(name, tensor.to(torch.float32)).to(tensor.dtype)
+
+        return apply
+
     def sparse(name: str, tensor: torch.Tensor) -> torch.Tensor:
         keep = torch.rand(tensor.shape, generator=generator) < 0.1
         return tensor + 0.02 * torch.randn(tensor.shape, generator=generator) * keep
 
+    def conflict(name: str, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor - 0.8 * dense[name] + 0.003 * torch.randn(tensor.shape, generator=generator)
+
     return {
-        "dense": variant(base, root / "dense", lambda name, t: t + dense[name]),
-        "sparse": variant(base, root / "sparse", sparse),
-        "conflict": variant(
-            base, root / "conflict", lambda n, t: t - 0.8 * dense[n] + 0.003 * torch.randn(t.shape, generator=generator)
-        ),
+        "dense": variant(base, root / "dense", changed(lambda name, t: t + dense[name])),
+        "sparse": variant(base, root / "sparse", changed(sparse)),
+        "conflict": variant(base, root / "conflict", changed(conflict)),
     }

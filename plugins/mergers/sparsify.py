@@ -27,7 +27,7 @@ def _magnitudes(delta: torch.Tensor) -> Iterator[torch.Tensor]:
 
     scratch = torch.empty(min(CHUNK, delta.numel()), dtype=torch.float32)
     for part in delta.view(-1).split(CHUNK):
-        yield torch.abs(part, out=scratch[: part.numel()])
+        yield scratch[: part.numel()].copy_(part).abs_()  # 16-bit values widen exactly, as mergekit's .float()
 
 
 def kth_largest(delta: torch.Tensor, k: int) -> tuple[float, int, int]:
