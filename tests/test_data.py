@@ -57,7 +57,7 @@ def test_every_bad_row_is_reported_with_its_line_number(tmp_path):
     assert "5 invalid row(s)" in message
     assert "line 2: not valid JSON" in message
     assert "line 3: messages: needs at least one assistant message" in message
-    assert "line 5: messages.0.role: Input should be 'system', 'user' or 'assistant'" in message
+    assert "line 5: messages.0.role: Input should be 'system', 'user', 'assistant' or 'tool'" in message
     assert "line 6: expected a JSON object, got list" in message
     assert "line 7: messages: a system message may only come first" in message
     assert "line 1" not in message
@@ -83,7 +83,8 @@ def test_unknown_shape_names_the_accepted_formats(tmp_path):
     [
         ("missing.jsonl", None, "data file not found"),
         ("empty.jsonl", "\n\n", "holds no rows"),
-        ("data.parquet", "x", "unsupported file type"),
+        ("data.parquet", "x", "not a readable Parquet file"),
+        ("data.xlsx", "x", "unsupported file type"),
     ],
 )
 def test_file_level_errors(tmp_path, name, content, expected):

@@ -60,7 +60,7 @@ def test_bad_preference_rows_are_listed_by_line(tmp_path):
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     message = problems(path, "preference")
     assert "4 invalid row(s) in preference format" in message
-    assert "line 2: row: chosen and rejected are identical" in message
+    assert "line 2: chosen and rejected are identical" in message
     assert "line 3: chosen: String should have at least 1 character" in message
     assert "line 4: rejected: Field required" in message
     assert "line 5: prompt: Input should be a valid string" in message
@@ -77,7 +77,7 @@ def test_bad_chat_preference_rows_name_the_turn_at_fault(tmp_path):
     message = problems(write_jsonl(tmp_path / "bad.jsonl", rows), "preference")
     assert "line 2: prompt: must end with a user message" in message
     assert "line 3: chosen: may hold only assistant messages" in message
-    assert "line 4: chosen: every assistant message is empty" in message
+    assert "line 4: chosen.0: the assistant reply is empty or whitespace-only: nothing to learn" in message
     assert "line 5: chosen: Input should be a valid list" in message
 
 

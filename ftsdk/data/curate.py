@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from ftsdk.artifacts import atomic_output_dir, sha256_file, write_manifest
 from ftsdk.data.duplicates import exact_groups, near_groups
 from ftsdk.data.loading import DataSet, load_dataset
 from ftsdk.data.pii import find_pii, redact
+from ftsdk.data.sources import Source
 from ftsdk.data.split import split_indices
 
 _TERMINAL = tuple(".!?…)]}\"'`*»”") + ("```",)
@@ -40,6 +42,8 @@ class DataReport:
     short_outputs: list[int] = field(default_factory=list)
     truncated_outputs: list[int] = field(default_factory=list)
     too_long: list[int] = field(default_factory=list)
+    #: rows with an empty or whitespace-only user, system or tool turn (a finding: the reply is still learned)
+    empty_prompts: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,27 +69,51 @@ class PrepareOptions(BaseModel):
     seed: int = Field(42, ge=0, description="Seed of the split.")
 
 
-def row_texts(example: Any) -> tuple[str, str]:
-    """(input, output) of an example: the turns before the last reply (no system prompt), and that reply."""
+def _turn_text(message: dict[str, Any]) -> str:
+    calls = message.get("tool_calls")
+    return message["content"] + (" " + json.dumps(calls, sort_keys=True) if calls else "")
+
+
+def conversation_of(example: Any) -> list[dict[str, Any]] | None:
+    """The messages of an SFT example (plain or with tools), or None (raw text, other tasks)."""
     if isinstance(example, list):
-        turns = [m for m in example if m["role"] != "system"]
+        return example
+    messages = example.get("messages")
+    return messages if isinstance(messages, list) else None
+
+
+def row_texts(example: Any) -> tuple[str, str]:
+    """(input, output) of an example: the turns before the last reply (no system prompt), and that reply.
+
+    Raw text rows have no input: their output is the text.
+    """
+    conversation = conversation_of(example)
+    if conversation is not None:
+        turns = [m for m in conversation if m["role"] != "system"]
         last = max(i for i, m in enumerate(turns) if m["role"] == "assistant")
-        return "\n".join(f"{m['role']}: {m['content']}" for m in turns[:last]), turns[last]["content"]
+        return "\n".join(f"{m['role']}: {_turn_text(m)}" for m in turns[:last]), _turn_text(turns[last])
+    if "text" in example:
+        return "", example["text"]
     prompt = example.get("prompt", "")
     output = example.get("chosen", example.get("completion", ""))
     return _flatten(prompt), _flatten(output)
 
 
-def _flatten(value: str | list[dict[str, str]]) -> str:
-    return value if isinstance(value, str) else "\n".join(m["content"] for m in value)
+def _flatten(value: Any) -> str:
+    """Text of a field: a string, the contents of a message list, or (other columns of prompt rows) its JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in value):
+        return "\n".join(_turn_text(m) for m in value)
+    return "" if value is None else json.dumps(value, sort_keys=True, default=str)
 
 
 def _token_length(tokenizer: Any, example: Any) -> int:
     """Tokens of the longest sequence a trainer builds from the example (prompt + its longest completion)."""
-    if isinstance(example, list):
-        from ftsdk.data.tokenize import tokenize_conversation
+    if isinstance(example, list) or "messages" in example or "text" in example:
+        from ftsdk.data.tokenize import tokenize_example
 
-        return len(tokenize_conversation(tokenizer, example, 10**9).input_ids)
+        return len(tokenize_example(tokenizer, example, 10**9).input_ids)
     prompt = _flatten(example.get("prompt", ""))
     completions = [_flatten(example[key]) for key in ("chosen", "rejected", "completion") if key in example]
     return max(len(tokenizer(prompt + completion)["input_ids"]) for completion in completions or [""])
@@ -100,7 +128,7 @@ def labels_of(outputs: list[str]) -> list[str] | None:
 
 
 def _stats(data: DataSet, outputs: list[str], tokenizer: Any, max_length: int | None) -> tuple[dict, list[int]]:
-    roles = Counter(m["role"] for e in data.examples if isinstance(e, list) for m in e)
+    roles = Counter(m["role"] for e in data.examples for m in conversation_of(e) or [])
     stats: dict[str, Any] = {"rows": len(data.examples), "roles": dict(roles)}
     labels = labels_of(outputs)
     if labels:
@@ -116,10 +144,12 @@ def _stats(data: DataSet, outputs: list[str], tokenizer: Any, max_length: int | 
     return stats, too_long
 
 
-def check(path: str | Path, task: str = "sft", *, tokenizer: Any = None, max_length: int | None = None,
-          near_threshold: float = 0.8, min_output_chars: int = 1) -> DataReport:
-    """Validate a data file and report its statistics and every problem found, by line."""
-    return _analyse(load_dataset(path, task), tokenizer, max_length, near_threshold, min_output_chars)
+def check(path: Source | Mapping[str, Any], task: str = "sft", *, tokenizer: Any = None,
+          max_length: int | None = None, near_threshold: float = 0.8, min_output_chars: int = 1,
+          columns: Mapping[str, str] | None = None) -> DataReport:
+    """Validate a data file, folder or ``datasets`` source; report its statistics and every problem, by line."""
+    data = load_dataset(path, task, columns=columns)
+    return _analyse(data, tokenizer, max_length, near_threshold, min_output_chars)
 
 
 def _analyse(data: DataSet, tokenizer: Any, max_length: int | None, near_threshold: float,
@@ -153,7 +183,13 @@ def _analyse(data: DataSet, tokenizer: Any, max_length: int | None, near_thresho
         short_outputs=[lines[i] for i, o in enumerate(outputs) if len(o.strip()) < min_output_chars],
         truncated_outputs=[lines[i] for i, o in enumerate(outputs) if len(o) >= 200 and not o.rstrip().endswith(_TERMINAL)],
         too_long=too_long,
+        empty_prompts=[line for line, e in zip(lines, data.examples) if _has_empty_prompt(e)],
     )
+
+
+def _has_empty_prompt(example: Any) -> bool:
+    """Whether a user, system or tool turn is empty or whitespace-only (an assistant one would be an error)."""
+    return any(m["role"] != "assistant" and not m["content"].strip() for m in conversation_of(example) or [])
 
 
 @dataclass
@@ -166,9 +202,9 @@ class PreparedData:
     report: DataReport
 
 
-def prepare(path: str | Path, output_dir: str | Path, task: str = "sft", *,
+def prepare(path: Source | Mapping[str, Any], output_dir: str | Path, task: str = "sft", *,
             options: PrepareOptions | dict[str, Any] | None = None, tokenizer: Any = None,
-            overwrite: bool = False) -> PreparedData:
+            overwrite: bool = False, columns: Mapping[str, str] | None = None) -> PreparedData:
     """Clean and split a data file into ``output_dir`` (one JSONL per split, report, manifest)."""
     from ftsdk.artifacts import check_output_dir
     from ftsdk.errors import ConfigError
@@ -178,7 +214,7 @@ def prepare(path: str | Path, output_dir: str | Path, task: str = "sft", *,
     if opts.max_length and tokenizer is None:
         raise ConfigError("max_length filtering needs a tokenizer", hint="pass --model (or tokenizer=)")
     check_output_dir(output_dir, overwrite)
-    data = load_dataset(path, task)
+    data = load_dataset(path, task, columns=columns)
     report = _analyse(data, tokenizer, opts.max_length, opts.near_threshold, opts.min_output_chars)
     removed = _removals(report, opts)
     dropped = {line for lines in removed.values() for line in lines}
@@ -258,6 +294,8 @@ def report_markdown(report: DataReport, removed: dict[str, list[int]] | None = N
         ("outputs too short", [lines_of(report.short_outputs)] if report.short_outputs else []),
         ("outputs that look truncated", [lines_of(report.truncated_outputs)] if report.truncated_outputs else []),
         ("rows longer than max_length", [lines_of(report.too_long)] if report.too_long else []),
+        ("empty or whitespace-only prompts (user, system or tool turns)",
+         [lines_of(report.empty_prompts)] if report.empty_prompts else []),
     ]
     for title, items in findings:
         out.append(f"## {title}: {len(items) if items else 'none'}")

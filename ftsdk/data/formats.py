@@ -1,20 +1,24 @@
 """Row formats and their validation, per data task.
 
 SFT formats (chat messages, alpaca, prompt/completion) convert to one shape, a conversation: a list of
-``{"role", "content"}`` messages. The other tasks' formats (preference pairs, unpaired KTO rows, prompts)
+``{"role", "content"}`` messages. Chat rows with tool calls become ``{"messages": [...], "tools": [...]}`` and
+raw text rows ``{"text": ...}``. The other tasks' formats (preference pairs, unpaired KTO rows, prompts)
 convert to dicts in TRL's shapes: plain strings stay strings, chat forms stay message lists.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Message = dict[str, str]
+Message = dict[str, Any]
 Conversation = list[Message]
-#: what a validated row becomes: a conversation (SFT) or a dict (the other tasks)
+#: what a validated row becomes: a conversation (SFT) or a dict (raw text, tool-calling chats, other tasks)
 Example = Conversation | dict[str, Any]
+
+NOTHING_TO_LEARN = "is empty or whitespace-only: nothing to learn"
 
 
 class _Row(BaseModel):
@@ -33,17 +37,112 @@ class _Row(BaseModel):
         return True
 
 
+class ToolFunctionCall(BaseModel):
+    """The function an assistant calls: its name and its arguments (an object, or JSON text of one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("arguments", mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            parsed = json.loads(value)
+        except (ValueError, RecursionError):
+            raise ValueError("arguments are a string but not JSON: give an object, or JSON text of one") from None
+        if not isinstance(parsed, dict):
+            raise ValueError("arguments must be a JSON object")
+        return parsed
+
+
+class ToolCall(BaseModel):
+    """``{"type": "function", "id": "optional", "function": {"name": ..., "arguments": {...}}}``"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"] = "function"
+    id: str | None = None
+    function: ToolFunctionCall
+
+
+class ToolFunctionSpec(BaseModel):
+    """A callable function as chat templates expect it (``parameters`` is a JSON schema)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+class ToolSpec(BaseModel):
+    """``{"type": "function", "function": {"name": ..., "description": ..., "parameters": {...}}}``"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"] = "function"
+    function: ToolFunctionSpec
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    role: Literal["system", "user", "assistant"]
-    content: str
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | None = None
+    tool_calls: list[ToolCall] | None = Field(None, min_length=1)
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _per_role(self) -> ChatMessage:
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("only assistant messages make tool_calls")
+        if (self.tool_call_id is not None or self.name is not None) and self.role != "tool":
+            raise ValueError("tool_call_id and name belong to tool messages")
+        if self.content is None and not self.tool_calls:
+            raise ValueError("content is missing")
+        if self.role == "assistant" and not self.tool_calls and not (self.content or "").strip():
+            raise ValueError(f"the assistant reply {NOTHING_TO_LEARN}")
+        return self
+
+    def dump(self) -> Message:
+        message: Message = {"role": self.role, "content": self.content or ""}
+        if self.tool_calls:
+            message["tool_calls"] = [call.model_dump(exclude_none=True) for call in self.tool_calls]
+        message.update({key: getattr(self, key) for key in ("tool_call_id", "name") if getattr(self, key)})
+        return message
+
+
+def _check_tool_turns(messages: list[ChatMessage], tools: list[ToolSpec] | None) -> None:
+    """Tool results answer the calls just before them; called functions are among ``tools``."""
+    names = {tool.function.name for tool in tools} if tools else None
+    open_ids: set[str] | None = None  # ids of the last assistant turn's calls while its results come
+    for i, message in enumerate(messages):
+        if message.role == "assistant" and message.tool_calls:
+            for j, call in enumerate(message.tool_calls):
+                if names is not None and call.function.name not in names:
+                    raise ValueError(f"messages.{i}.tool_calls.{j}: calls '{call.function.name}', which is not "
+                                     f"among tools ({', '.join(sorted(names))})")
+            open_ids = {call.id for call in message.tool_calls if call.id}
+        elif message.role == "tool":
+            if open_ids is None:
+                raise ValueError(f"messages.{i}: a tool result must follow an assistant message with tool_calls")
+            if message.tool_call_id is not None and open_ids and message.tool_call_id not in open_ids:
+                raise ValueError(f"messages.{i}: tool_call_id '{message.tool_call_id}' answers no call of the "
+                                 f"assistant turn before it ({', '.join(sorted(open_ids))})")
+        else:
+            open_ids = None
 
 
 class ChatRow(_Row):
-    """``{"messages": [{"role": "user", "content": ...}, {"role": "assistant", ...}]}``"""
+    """``{"messages": [{"role": "user", "content": ...}, {"role": "assistant", ...}], "tools": [...] (optional)}``"""
 
     messages: list[ChatMessage] = Field(min_length=2)
+    tools: list[ToolSpec] | None = None
 
     @field_validator("messages")
     @classmethod
@@ -53,20 +152,38 @@ class ChatRow(_Row):
             raise ValueError("needs at least one assistant message to learn from")
         if "system" in roles[1:]:
             raise ValueError("a system message may only come first")
-        if not any(m.content.strip() for m in messages if m.role == "assistant"):
-            raise ValueError("every assistant message is empty")
         return messages
 
+    @model_validator(mode="after")
+    def _tool_turns(self) -> ChatRow:
+        _check_tool_turns(self.messages, self.tools)
+        return self
+
     def to_conversation(self) -> Conversation:
-        return [{"role": m.role, "content": m.content} for m in self.messages]
+        return [m.dump() for m in self.messages]
+
+    def to_example(self) -> Example:
+        uses_tools = self.tools or any(m.role == "tool" or m.tool_calls for m in self.messages)
+        if uses_tools:
+            tools = [tool.model_dump() for tool in self.tools or []]
+            return {"messages": self.to_conversation(), "tools": tools}
+        return self.to_conversation()
+
+
+def _has_text(value: str) -> str:
+    if not value.strip():
+        raise ValueError(NOTHING_TO_LEARN)
+    return value
 
 
 class AlpacaRow(_Row):
     """``{"instruction": ..., "input": "" (optional), "output": ...}``"""
 
-    instruction: str = Field(min_length=1)
+    instruction: str
     input: str = ""
-    output: str = Field(min_length=1)
+    output: str
+
+    _output = field_validator("output")(_has_text)
 
     def to_conversation(self) -> Conversation:
         prompt = f"{self.instruction}\n\n{self.input}" if self.input.strip() else self.instruction
@@ -76,11 +193,24 @@ class AlpacaRow(_Row):
 class PromptCompletionRow(_Row):
     """``{"prompt": ..., "completion": ...}``"""
 
-    prompt: str = Field(min_length=1)
-    completion: str = Field(min_length=1)
+    prompt: str
+    completion: str
+
+    _completion = field_validator("completion")(_has_text)
 
     def to_conversation(self) -> Conversation:
         return [{"role": "user", "content": self.prompt}, {"role": "assistant", "content": self.completion}]
+
+
+class TextRow(_Row):
+    """``{"text": "..."}`` (or a .txt file): raw text for continued pre-training, every token learned"""
+
+    text: str
+
+    _text = field_validator("text")(_has_text)
+
+    def to_example(self) -> dict[str, Any]:
+        return {"text": self.text}
 
 
 def _prompt_turns(messages: list[ChatMessage]) -> list[ChatMessage]:
@@ -95,13 +225,11 @@ def _prompt_turns(messages: list[ChatMessage]) -> list[ChatMessage]:
 def _assistant_turns(messages: list[ChatMessage]) -> list[ChatMessage]:
     if any(m.role != "assistant" for m in messages):
         raise ValueError("may hold only assistant messages")
-    if not any(m.content.strip() for m in messages):
-        raise ValueError("every assistant message is empty")
     return messages
 
 
 def _dump(messages: list[ChatMessage]) -> Conversation:
-    return [{"role": m.role, "content": m.content} for m in messages]
+    return [m.dump() for m in messages]
 
 
 class _ChatForm(_Row):
@@ -203,6 +331,7 @@ FORMATS: dict[str, tuple[type[_Row], frozenset[str]]] = {
     "chat": (ChatRow, frozenset({"messages"})),
     "alpaca": (AlpacaRow, frozenset({"instruction", "output"})),
     "prompt_completion": (PromptCompletionRow, frozenset({"prompt", "completion"})),
+    "text": (TextRow, frozenset({"text"})),
     "chat_preference": (ChatPreferenceRow, frozenset({"prompt", "chosen", "rejected"})),
     "preference": (PreferenceRow, frozenset({"prompt", "chosen", "rejected"})),
     "chat_unpaired": (ChatUnpairedRow, frozenset({"prompt", "completion", "label"})),
@@ -213,7 +342,7 @@ FORMATS: dict[str, tuple[type[_Row], frozenset[str]]] = {
 
 #: which formats each kind of objective data accepts
 FORMATS_OF_TASK: dict[str, tuple[str, ...]] = {
-    "sft": ("chat", "alpaca", "prompt_completion"),
+    "sft": ("chat", "alpaca", "prompt_completion", "text"),
     "preference": ("chat_preference", "preference"),  # DPO, ORPO, reward models
     "unpaired_preference": ("chat_unpaired", "unpaired"),  # KTO
     "prompt": ("chat_prompt", "prompt"),  # GRPO, PPO: the model writes the completions
