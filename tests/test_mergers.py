@@ -220,7 +220,7 @@ def test_mergekit_yaml_with_a_full_range_slice_runs_through_the_cli(
     assert main(["merge", str(path), "--output", str(tmp_path / "out")]) == 0
     assert json.loads(capsys.readouterr().out)["output"] == str(tmp_path / "out")
     reference = mergekit_merge(text, tmp_path / "mergekit", None)
-    assert max_difference(tmp_path / "out", reference) <= 1e-6
+    assert max_difference(tmp_path / "out", reference) == 0
 
 
 def _refused(config: dict[str, Any], error: type[Exception], *needles: str) -> str:
@@ -265,6 +265,41 @@ def test_bad_configs_fail_before_any_work(
     _refused(config | {"output": str(tmp_path / "out")}, error, *needles)
     assert not (tmp_path / "out").exists()
     assert not list(tmp_path.glob(".out.tmp-*"))
+
+
+@pytest.mark.parametrize(
+    ("case", "parameters", "needles"),
+    [
+        ("slerp", {"t": 1.5}, ["parameters.t", "at most 1"]),
+        ("slerp", {"t": [{"filter": "mlp", "value": [0, -0.2]}, {"value": 0.5}]}, ["parameters.t", "at least 0"]),
+        ("dare_ties", {"density": 0}, ["parameters.density", "greater than 0"]),
+        ("ties", {"density": [1, 0]}, ["parameters.density", "greater than 0"]),
+        ("breadcrumbs", {"density": 0.0}, ["parameters.density", "greater than 0"]),
+    ],
+)
+def test_out_of_range_options_are_refused(
+    case: str, parameters: dict[str, Any], needles: list[str], inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    """SLERP interpolates (t in [0, 1]); a density of 0 would silently drop a whole task vector (weight 0 says it)."""
+    config, _ = config_for(case, inputs)
+    config["parameters"] = {**config["parameters"], **parameters}
+    _refused(config | {"output": str(tmp_path / "out")}, ConfigError, *needles)
+    assert not (tmp_path / "out").exists()
+
+
+def test_negative_linear_weights_extrapolate_as_in_mergekit(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """Kept on purpose: weights 1.5 and -0.5 move past the first model, away from the second (model
+    extrapolation, as in ExPO), and mergekit computes the same."""
+    import torch
+
+    config = {"merge_method": "linear", "dtype": "float32",
+              "models": [{"model": str(inputs["dense"]), "parameters": {"weight": 1.5}},
+                         {"model": str(inputs["base"]), "parameters": {"weight": -0.5}}]}
+    merged = read_weights(merge(config | {"output": str(tmp_path / "ftsdk")}))
+    dense, base = read_weights(inputs["dense"]), read_weights(inputs["base"])
+    for name, tensor in merged.items():
+        assert torch.allclose(tensor, dense[name] + 0.5 * (dense[name] - base[name]), atol=1e-6)
+    assert max_difference(tmp_path / "ftsdk", mergekit_merge(config, tmp_path / "mergekit", None)) == 0
 
 
 def test_method_shape_rules_are_checked(inputs: dict[str, Path], tmp_path: Path) -> None:

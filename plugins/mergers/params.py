@@ -12,9 +12,12 @@ from ftsdk.merging.settings import Setting, SettingOf
 Weight = Annotated[Setting | None, SettingOf()]
 #: a fraction in [0, 1] that may vary by layer or tensor name
 Fraction = Annotated[Setting, SettingOf(ge=0, le=1)]
+#: the fraction of a task vector kept, in (0, 1]: 0 would drop the whole vector (weight 0 says that plainly)
+Density = Annotated[Setting, SettingOf(gt=0, le=1)]
 
 WEIGHT = Field(
     None,
     description="Required. How much this input counts: a number, a per-layer gradient such as [0, 0.5, 1], "
-    "or filtered entries such as [{filter: mlp, value: 0.7}, {value: 0.3}].",
+    "or filtered entries such as [{filter: mlp, value: 0.7}, {value: 0.3}]. Any sign: a negative weight "
+    "extrapolates away from a model (linear) or subtracts its task vector (task arithmetic).",
 )

@@ -23,8 +23,9 @@ CHUNK = 1024 * 1024
 class SlerpOptions(PluginConfig):
     """Options of SLERP."""
 
-    t: Annotated[Setting, SettingOf()] = Field(
-        description="Required. Interpolation factor: 0 keeps the base model, 1 the other. A number, a per-layer "
+    t: Annotated[Setting, SettingOf(ge=0, le=1)] = Field(
+        description="Required. Interpolation factor in [0, 1]: 0 keeps the base model, 1 the other (values "
+        "outside would extrapolate along the arc, which mergekit allows; ftsdk refuses them). A number, a per-layer "
         "gradient such as [0, 0.5, 1] (embeddings, final norm and lm_head take the first value), or filtered "
         "entries such as [{filter: self_attn, value: [0, 1]}, {filter: mlp, value: [1, 0]}, {value: 0.5}].",
     )

@@ -17,7 +17,7 @@ from pydantic import Field
 from ftsdk import PluginConfig, hookimpl
 from ftsdk.merging.engine import TensorJob, TensorMerger
 from ftsdk.merging.settings import Setting, SettingOf
-from ftsdk_plugins.mergers.params import WEIGHT, Fraction, Weight
+from ftsdk_plugins.mergers.params import WEIGHT, Density, Weight
 from ftsdk_plugins.mergers.sparsify import SPARSIFIERS, Sparsifier
 
 if TYPE_CHECKING:
@@ -72,7 +72,10 @@ class TaskInput(PluginConfig):
 class SparseInput(TaskInput):
     """Options of each model of a sparsifying merge."""
 
-    density: Fraction = Field(1.0, description="Fraction of the task vector's entries kept (per tensor).")
+    density: Density = Field(
+        1.0, description="Fraction of the task vector's entries kept (per tensor), in (0, 1]. 0 is refused: it "
+        "would drop the whole task vector, which weight 0 says plainly.",
+    )
 
 
 def merge_task_vectors(job: TensorJob, sparsify: Sparsifier | None, consensus: bool) -> torch.Tensor:
