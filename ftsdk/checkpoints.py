@@ -25,7 +25,8 @@ SEAL_NAME = "ftsdk-checkpoint.json"
 #: the Trainer's folder names: ``checkpoint-<global step>``
 _FOLDER = re.compile(r"^checkpoint-(\d+)$")
 #: training settings that do not change what is trained: they may differ on resume
-BENIGN_TRAINING_FIELDS = frozenset({"logging_steps", "eval_steps", "save_steps", "save_total_limit", "threads"})
+BENIGN_TRAINING_FIELDS = frozenset({"logging_steps", "eval_steps", "save_steps", "save_total_limit", "threads",
+                                    "report_to", "run_name"})
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ class TrainJob:
     distributed: DistributedConfig | None = None
     #: continue from this checkpoint folder (``work_dir`` then holds the run's checkpoints)
     resume_from: Path | None = None
+    #: the experiment trackers' run name (None when no tracker is on)
+    run_name: str | None = None
 
 
 @dataclass
@@ -95,7 +97,8 @@ def trainer_arguments(job: TrainJob) -> dict[str, Any]:
         "save_total_limit": None,  # ftsdk rotates only sealed checkpoints (ftsdk.checkpoint_callback)
         # not read by Trainer.train() itself: run_trainer passes it on
         "resume_from_checkpoint": str(job.resume_from) if job.resume_from else None,
-        "report_to": "none",
+        "report_to": "none",  # ftsdk adds transformers' tracker callbacks itself (ftsdk.tracking)
+        "run_name": job.run_name,
         "disable_tqdm": True,  # ftsdk draws its own progress bar
         checkpointing: t.gradient_checkpointing,
         # TRL/Trainer defaults assume a GPU: say explicitly where we run and in which precision

@@ -187,6 +187,9 @@ class Tuner:
     ) -> tuple[Any, dict[str, Any], float]:
         self.adapter.check_training(self.training, self.objective)
         self._check_pairing()
+        from ftsdk.tracking import check_trackers
+
+        check_trackers(self.training.report_to)
         from ftsdk.checkpoints import checkpoints_dir, plan_resume
         from ftsdk.distributed.strategies import check_strategy
         from ftsdk.distributed.world import check_world
@@ -230,6 +233,12 @@ class Tuner:
         checkpoints = checkpoints_dir(output)
         if self.training.save_steps:
             callbacks.append(SealCheckpoints(run_fingerprint, self.training.save_total_limit))
+        from ftsdk.tracking import RunTracking
+
+        tracking = RunTracking.for_run(self.training, output, run_fingerprint, resume=start is not None) \
+            if world.is_main else None
+        if tracking is not None:
+            callbacks += tracking.callbacks()
         keeps_checkpoints = bool(self.training.save_steps or start)
         started = time.perf_counter()
         with contextlib.ExitStack() as stack:
@@ -246,6 +255,7 @@ class Tuner:
                 callbacks=callbacks,
                 distributed=self.distributed,
                 resume_from=start.path if start else None,
+                run_name=tracking.run_name if tracking else None,
             )
             outcome = self.objective.train(job)
             seconds = time.perf_counter() - started
@@ -253,6 +263,8 @@ class Tuner:
                 if world.is_main:
                     manifest = self._write_output(model, tokenizer, outcome, train_set, eval_set, output, overwrite,
                                                   seconds)
+                    if tracking is not None:
+                        tracking.finish(output, outcome.metrics)
             if not world.is_main:
                 manifest = self._manifest(train_set, eval_set, outcome.metrics, seconds, False)
         if keeps_checkpoints and world.is_main:
