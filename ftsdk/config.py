@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from ftsdk.data.sources import HubData
 from ftsdk.distributed.config import DistributedConfig
 from ftsdk.validation import StrictModel, read_yaml_mapping, validate_config
 
@@ -99,8 +100,14 @@ class TrainingConfig(_Strict):
 class DataSpec(_Strict):
     """Where the training data lives."""
 
-    train: Path = Field(description="Training file: JSONL, JSON or CSV.")
-    eval: Path | None = Field(None, description="Held-out file for evaluation loss during training.")
+    train: Path | HubData = Field(
+        description="Training data: a file (JSONL, JSON, CSV, TXT, Parquet, Arrow), a folder of such files, or a "
+        "`datasets` source `{hub: org/name, split: train}` (see docs/data.md)."
+    )
+    eval: Path | HubData | None = Field(None, description="Held-out data for evaluation loss during training.")
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="Rename source columns to ftsdk's names, e.g. `{question: prompt}`."
+    )
 
 
 class Recipe(_Strict):
@@ -127,8 +134,8 @@ class Recipe(_Strict):
         return recipe.model_copy(update=recipe._resolved_paths(path.parent))
 
     def _resolved_paths(self, base: Path) -> dict[str, Any]:
-        def resolve(p: Path | None) -> Path | None:
-            return p if p is None or p.is_absolute() else base / p
+        def resolve(p: Any) -> Any:
+            return p if not isinstance(p, Path) or p.is_absolute() else base / p
 
         data = self.data.model_copy(update={"train": resolve(self.data.train), "eval": resolve(self.data.eval)})
         model = self.model

@@ -24,6 +24,7 @@ from ftsdk.artifacts import (
 from ftsdk.config import ModelSpec, Recipe, TrainingConfig
 from ftsdk.data.formats import Conversation
 from ftsdk.data.loading import DataSet, load_dataset
+from ftsdk.data.sources import Source
 from ftsdk.device import torch_threads
 from ftsdk.distributed.config import DistributedConfig
 from ftsdk.errors import ConfigError
@@ -148,15 +149,19 @@ class Tuner:
 
     def fit(
         self,
-        data: str | Path,
+        data: Source | Mapping[str, Any],
         *,
-        eval_data: str | Path | None = None,
+        eval_data: Source | Mapping[str, Any] | None = None,
         output_dir: str | Path,
         overwrite: bool = False,
         resume: bool | str | Path = False,
         force_resume: bool = False,
+        columns: Mapping[str, str] | None = None,
     ) -> FitResult:
         """Validate the data, train, and write the result atomically to ``output_dir``.
+
+        ``data`` and ``eval_data`` are files, folders or ``datasets`` sources (``{"hub": "org/name"}``);
+        ``columns`` renames their columns to ftsdk's names (see docs/data.md).
 
         With ``training.save_steps`` sealed checkpoints go to ``<output_dir>.checkpoints`` (removed once the
         output is written). ``resume=True`` continues from the newest complete one there, ``resume=PATH`` from
@@ -164,12 +169,13 @@ class Tuner:
         unless ``force_resume``.
         """
         task = self.objective.data_task
-        train_set = load_dataset(data, task)
-        eval_set = load_dataset(eval_data, task) if eval_data is not None else None
+        train_set = load_dataset(data, task, columns=columns)
+        eval_set = load_dataset(eval_data, task, columns=columns) if eval_data is not None else None
         from ftsdk.distributed.world import current_world
 
         world = current_world()
-        inputs = [("training data", data), ("eval data", eval_data), ("base model", self.model_spec.name)]
+        inputs = [("training data", train_set.path), ("eval data", eval_set.path if eval_set else None),
+                  ("base model", self.model_spec.name)]
         # the main process holds the output's lock from here to the written output; the others only read
         with claim_output(output_dir, overwrite=overwrite, inputs=inputs) if world.is_main else \
                 contextlib.nullcontext(check_output_dir(output_dir, overwrite)) as output:

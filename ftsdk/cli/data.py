@@ -12,8 +12,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     for name, helptext, run in (("check", "report statistics and problems by line", _cmd_data_check),
                                 ("prepare", "remove flagged rows, split, write report", _cmd_data_prepare)):
         action = actions.add_parser(name, help=helptext)
-        action.add_argument("file", help="JSONL, JSON or CSV data file")
+        action.add_argument("file", help="data file (JSONL, JSON, CSV, TXT, Parquet, Arrow), folder, or hf:ORG/NAME")
         action.add_argument("--task", default="sft", help="data task of the objective (default: %(default)s)")
+        action.add_argument("--hub-split", help="split of an hf: data set (default: train)")
+        action.add_argument("--hub-subset", help="subset (configuration) of an hf: data set")
+        action.add_argument("--column", action="append", default=[], metavar="SOURCE=NAME",
+                            help="rename a column to ftsdk's name, e.g. question=prompt (repeatable)")
         action.add_argument("--model", help="tokenizer for token statistics and --max-length (a model name)")
         action.add_argument("--max-length", type=int, help="flag (prepare: drop) rows longer than this in tokens")
         action.add_argument("--near-threshold", type=float, default=0.8, help="near-duplicate Jaccard (%(default)s)")
@@ -41,11 +45,30 @@ def _tokenizer_for(model: str | None) -> object:
     return load_tokenizer(resolve(spec), spec)
 
 
+def _source(args: argparse.Namespace) -> tuple[object, dict[str, str]]:
+    """The data source of the command line, and its column renaming."""
+    from ftsdk.errors import ConfigError
+
+    columns = {}
+    for item in args.column:
+        source, _, name = item.partition("=")
+        if not source or not name:
+            raise ConfigError(f"--column {item!r} is not SOURCE=NAME", hint="for example --column question=prompt")
+        columns[source] = name
+    if not args.file.startswith("hf:"):
+        if args.hub_split or args.hub_subset:
+            raise ConfigError("--hub-split and --hub-subset apply to hf: data sets", hint="give hf:ORG/NAME")
+        return args.file, columns
+    hub = {"hub": args.file[3:], "split": args.hub_split or "train", "subset": args.hub_subset}
+    return hub, columns
+
+
 def _cmd_data_check(args: argparse.Namespace) -> int:
     from ftsdk.data.curate import check, report_markdown
 
-    report = check(args.file, args.task, tokenizer=_tokenizer_for(args.model), max_length=args.max_length,
-                   near_threshold=args.near_threshold)
+    source, columns = _source(args)
+    report = check(source, args.task, tokenizer=_tokenizer_for(args.model), max_length=args.max_length,
+                   near_threshold=args.near_threshold, columns=columns)
     print(json.dumps(report.as_dict(), indent=1) if args.json else report_markdown(report))
     return 0
 
@@ -57,8 +80,9 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
                "redact_pii": args.redact_pii, "max_length": args.max_length, "seed": args.seed,
                "drop_truncated": args.drop_truncated, "stratify": not args.no_stratify,
                "split": dict(zip(("train", "val", "test"), args.split))}
-    prepared = prepare(args.file, args.out, args.task, options=options, tokenizer=_tokenizer_for(args.model),
-                       overwrite=args.overwrite)
+    source, columns = _source(args)
+    prepared = prepare(source, args.out, args.task, options=options, tokenizer=_tokenizer_for(args.model),
+                       overwrite=args.overwrite, columns=columns)
     print(report_markdown(prepared.report, prepared.removed))
     for name, path in prepared.files.items():
         print(f"{name}: {path}")

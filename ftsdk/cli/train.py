@@ -71,6 +71,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overwrite=args.overwrite or recipe.overwrite,
         resume=args.resume_from or args.resume,
         force_resume=args.force_resume,
+        columns=recipe.data.columns,
     )
     if current_world().is_main:
         print(json.dumps({"output_dir": str(result.output_dir), "metrics": result.metrics}, indent=2))

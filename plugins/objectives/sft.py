@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -17,6 +17,9 @@ class SftConfig(PluginConfig):
     assistant_only_loss: bool = Field(
         True, description="Learn only the assistant turns (and their end-of-turn token), not the prompts."
     )
+    assistant_turns: Literal["all", "last"] = Field(
+        "all", description="Which assistant turns of a multi-turn conversation are learned: every one, or the last."
+    )
     packing: bool = Field(
         False, description="Pack several short examples into each max_length sequence (faster on short rows)."
     )
@@ -29,7 +32,7 @@ class SftObjective(Objective):
     """Next-token prediction on demonstrations."""
 
     name = "sft"
-    summary = "Supervised fine-tuning on chat, alpaca or prompt/completion rows (TRL)"
+    summary = "Supervised fine-tuning on chat (with tools), alpaca, prompt/completion or raw text rows (TRL)"
     Config = SftConfig
     data_task = "sft"
     requires = ("trl", "datasets")
@@ -67,7 +70,8 @@ class SftObjective(Objective):
         from ftsdk.data.tokenize import tokenize_all
 
         kept, dropped = tokenize_all(
-            job.tokenizer, examples, job.training.max_length, self.config.assistant_only_loss
+            job.tokenizer, examples, job.training.max_length, self.config.assistant_only_loss,
+            self.config.assistant_turns,
         )
         if not kept:
             raise DataError(
