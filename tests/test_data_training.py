@@ -63,3 +63,36 @@ def test_multi_turn_trains_on_all_or_the_last_turn(tiny_model_dir, tmp_path, tur
                   training=TRAINING | {"max_length": 128})
     result = tuner.fit(write_jsonl(tmp_path / "d.jsonl", rows), output_dir=tmp_path / "o")
     assert read_manifest(result.output_dir)["objective"]["config"]["assistant_turns"] == turns
+
+
+def test_renamed_parquet_columns_train_and_are_recorded(tiny_model_dir, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.test_data_sources import RENAME, ROWS
+
+    pq.write_table(pa.Table.from_pylist(ROWS * 3), tmp_path / "d.parquet")
+    tuner = Tuner(str(tiny_model_dir), adapter="lora", objective="sft", training=TRAINING | {"max_length": 64})
+    result = tuner.fit(tmp_path / "d.parquet", output_dir=tmp_path / "o", columns=RENAME)
+    train = read_manifest(result.output_dir)["data"]["train"]
+    assert train["columns"] == RENAME and train["format"] == "prompt_completion" and train["rows"] == 9
+    assert "prompt_completion" in (result.output_dir / "report.md").read_text()
+
+
+def test_a_hub_data_set_trains_from_the_offline_datasets_cache(tiny_model_dir, tmp_path):
+    from tests.helpers import run_python
+    from tests.test_data_sources import build_datasets_cache
+
+    env = build_datasets_cache(tmp_path, "ftsdk-test/colors")
+    code = (
+        "import json\nfrom ftsdk import Tuner\nfrom ftsdk.artifacts import read_manifest\n"
+        f"tuner = Tuner({str(tiny_model_dir)!r}, training={{'max_steps': 2, 'batch_size': 2}})\n"
+        f"result = tuner.fit({{'hub': 'ftsdk-test/colors'}}, eval_data={{'hub': 'ftsdk-test/colors', 'split': 'test'}},"
+        f" output_dir={str(tmp_path / 'o')!r}, columns={{'question': 'prompt', 'answer': 'completion'}})\n"
+        "print(json.dumps(read_manifest(result.output_dir)['data']))\n"
+    )
+    result = run_python(code, env=env | {"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    assert data["train"]["path"] == "hf:ftsdk-test/colors@train" and data["train"]["rows"] == 2
+    assert data["eval"]["hub"]["split"] == "test" and data["eval"]["columns"]["answer"] == "completion"

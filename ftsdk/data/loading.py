@@ -28,9 +28,18 @@ class DataSet:
     #: each example's place in the source (line, or row for .json/Parquet/Arrow/datasets; file:line in a folder)
     lines: list[Place] = field(default_factory=list)
     raw: list[dict] = field(default_factory=list)
+    #: the column renaming applied, and the ``datasets`` source (if any): what re-reads the same rows
+    columns: dict[str, str] = field(default_factory=dict)
+    hub: HubData | None = None
 
     def summary(self) -> dict[str, object]:
-        return {"path": str(self.path), "format": self.format, "rows": len(self.examples), "sha256": self.sha256}
+        summary: dict[str, object] = {"path": str(self.path), "format": self.format, "rows": len(self.examples),
+                                      "sha256": self.sha256}
+        if self.columns:
+            summary["columns"] = dict(self.columns)
+        if self.hub is not None:
+            summary["hub"] = self.hub.model_dump(mode="json")
+        return summary
 
 
 class Problems:
@@ -127,5 +136,6 @@ def load_dataset(path: Source | Mapping[str, Any], task: str = "sft", *,
     problems.raise_if_any(label_of(source), format_name)
     if not examples:
         raise DataError(f"{label_of(source)} holds no rows")
-    return DataSet(source if isinstance(source, Path) else source.label(), format_name, examples,
-                   fingerprint(source), lines, raw)
+    hub = source if isinstance(source, HubData) else None
+    return DataSet(source if hub is None else hub.label(), format_name, examples, fingerprint(source), lines, raw,
+                   dict(columns or {}), hub)

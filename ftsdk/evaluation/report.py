@@ -176,11 +176,11 @@ def _data_blocks(data: dict[str, Any]) -> list[Paragraph | Table]:
 # -- training --------------------------------------------------------------------------------------
 
 
-def data_stats(path: Path, tokenizer: Any = None, task: str = "sft") -> dict[str, Any]:
-    """What ``ftsdk data check`` says about a data file of ``task`` (token counts too, given a ``tokenizer``)."""
+def data_stats(path: Any, tokenizer: Any = None, task: str = "sft", columns: Any = None) -> dict[str, Any]:
+    """What ``ftsdk data check`` says about a data source of ``task`` (token counts too, given a ``tokenizer``)."""
     from ftsdk.data.curate import check
 
-    report = check(path, task, tokenizer=tokenizer)
+    report = check(path, task, tokenizer=tokenizer, columns=columns)
     return {"path": str(path), "rows": report.rows, "format": report.format, "sha256": report.sha256,
             "stats": report.stats, "exact_duplicate_groups": len(report.exact_duplicates),
             "near_duplicate_groups": len(report.near_duplicates), "contradictions": len(report.contradictions),
@@ -205,7 +205,8 @@ def write_training_report(folder: Path, manifest: dict[str, Any], tokenizer: Any
             Table(["metric", "value"], [[k, f"{v:.4g}"] for k, v in sorted(manifest["metrics"].items())]))
     for split, info in manifest["data"].items():
         if info:
-            doc.add(Heading(f"Data: {split}"), *_data_blocks(data_stats(Path(info["path"]), tokenizer, task)))
+            source = info.get("hub") or Path(info["path"])
+            doc.add(Heading(f"Data: {split}"), *_data_blocks(data_stats(source, tokenizer, task, info.get("columns"))))
     doc.add(Heading("Settings"), Table(["setting", "value"],
                                        [[k, str(v)] for k, v in manifest["training"].items() if v is not None]))
     doc.add(Heading("Manifest"), Code(json.dumps(manifest, indent=1, default=str), "ftsdk.json"))
