@@ -91,7 +91,7 @@ def running_server(arguments: list[str], log: Path) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def server(tiny_model_dir: Path, adapters: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The server's base URL: the tiny base served as `tiny`, with the adapters alpha and beta."""
-    arguments = [str(tiny_model_dir), "--served-name", "tiny", "--max-context", "128"]
+    arguments = [str(tiny_model_dir), "--served-name", "tiny", "--max-context", "128", "--enable-admin"]
     for name, path in adapters.items():
         arguments += ["--adapter", f"{name}={path}"]
     with running_server(arguments, tmp_path_factory.mktemp("serve-log") / "server.log") as url:

@@ -54,7 +54,7 @@ def expected(gguf_files: dict[str, Path]) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def server(gguf_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     arguments = [str(gguf_files["base"]), "--backend", "llamacpp", "--adapter", f"alpha={gguf_files['alpha']}",
-                 "--adapter", f"beta={gguf_files['beta']}"]
+                 "--adapter", f"beta={gguf_files['beta']}", "--enable-admin"]
     with running_server(arguments, tmp_path_factory.mktemp("serve-log") / "server.log") as url:
         yield url
 

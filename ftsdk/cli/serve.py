@@ -24,14 +24,27 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     serving.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="transformers backend")
     serving.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                          help="transformers backend (auto: float32 on CPU)")
-    serving.add_argument("--api-key", help="require `Authorization: Bearer KEY` on /v1 requests")
-    serving.add_argument("--no-adapter-changes", action="store_true",
-                         help="do not serve the endpoints that load and unload adapters at run time")
+    serving.add_argument("--api-key", metavar="KEY",
+                         help="require `Authorization: Bearer KEY`; visible to other users in `ps`, so prefer "
+                         "--api-key-file or the FTSDK_API_KEY environment variable (read when neither is given)")
+    serving.add_argument("--api-key-file", metavar="PATH", help="read the API key from this file (one line)")
+    serving.add_argument("--insecure", action="store_true",
+                         help="allow a --host other than the loopback without an API key (a proxy authenticates)")
+    serving.add_argument("--enable-admin", action="store_true",
+                         help="serve POST /v1/adapters and DELETE /v1/adapters/NAME (load adapters from this "
+                         "machine's disk, unload them) at run time; off by default")
+    serving.add_argument("--max-queue", type=int, default=32, metavar="N",
+                         help="most completion requests held at once, running or waiting; more get 429 (%(default)s)")
+    serving.add_argument("--request-timeout", type=float, default=300.0, metavar="SECONDS",
+                         help="most seconds a completion request may take, waiting included; then 504 (%(default)s)")
+    serving.add_argument("--max-stop-chars", type=int, default=512, metavar="N",
+                         help="most characters of a request's stop sequences together; more get 400 (%(default)s)")
     serving.set_defaults(run=_cmd_serve)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from ftsdk.errors import ConfigError
+    from ftsdk.serving.auth import resolve_api_key
     from ftsdk.serving.config import ServeConfig
     from ftsdk.serving.server import serve
     from ftsdk.validation import validate_config
@@ -47,8 +60,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     options = {
         "base": args.base, "adapters": adapters, "backend": args.backend, "host": args.host, "port": args.port,
         "served_name": args.served_name, "max_context": args.max_context, "default_max_tokens": args.default_max_tokens,
-        "threads": args.threads, "device": args.device, "dtype": args.dtype, "api_key": args.api_key,
-        "allow_adapter_changes": not args.no_adapter_changes,
+        "threads": args.threads, "device": args.device, "dtype": args.dtype,
+        "api_key": resolve_api_key(args.api_key, args.api_key_file), "insecure": args.insecure,
+        "enable_admin": args.enable_admin, "max_queue": args.max_queue, "request_timeout": args.request_timeout,
+        "max_stop_chars": args.max_stop_chars,
     }
     serve(validate_config(ServeConfig, options, where="serve"))
     return 0

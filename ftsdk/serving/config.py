@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from ftsdk.kinds import PluginConfig
 
@@ -32,7 +32,10 @@ class ServeConfig(PluginConfig):
     served_name: str | None = Field(
         None, description="The base model's name in the `model` field (default: the alias or the file/folder name)."
     )
-    host: str = Field("127.0.0.1", description="Address to bind; keep the loopback unless you put auth in front.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Address to bind. Any address other than the loopback needs an api_key (or insecure).",
+    )
     port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
     max_context: int | None = Field(
         None, ge=16, description="Most prompt + completion tokens per request (default: the model's context length)."
@@ -46,11 +49,27 @@ class ServeConfig(PluginConfig):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="transformers backend: weight precision (auto: float32 on CPU)."
     )
-    allow_adapter_changes: bool = Field(
-        True, description="Serve POST /v1/adapters and DELETE /v1/adapters/{name} (load/unload at run time)."
+    enable_admin: bool = Field(
+        False, description="Serve POST /v1/adapters and DELETE /v1/adapters/{name}: load adapters from the "
+        "server's disk and unload them at run time. Off unless asked for.",
     )
-    api_key: str | None = Field(
-        None, description="If set, every /v1 request needs `Authorization: Bearer API_KEY`.", min_length=1
+    api_key: SecretStr | None = Field(
+        None, description="If set, every request but /health needs `Authorization: Bearer API_KEY`.", min_length=1
+    )
+    insecure: bool = Field(
+        False, description="Allow a non-loopback host without an api_key (auth done by a proxy in front)."
+    )
+    max_queue: int = Field(
+        32, ge=1, le=1024, description="Most completion requests held at once, running or waiting for the model; "
+        "more get 429 with Retry-After.",
+    )
+    request_timeout: float = Field(
+        300.0, gt=0, le=86_400, description="Most seconds a completion request may take, waiting included; "
+        "then it stops generating and gets 504 (in-band for a stream that has started).",
+    )
+    max_stop_chars: int = Field(
+        512, ge=1, le=16_384, description="Most characters of all `stop` sequences of one request together; "
+        "more get 400 (llama.cpp's stop matching costs grow with the square of the length).",
     )
 
     @field_validator("adapters")

@@ -1,10 +1,12 @@
-"""Request body size limit answering with OpenAI-style JSON 413s.
+"""Limits on what requests may take: body size (413) and room in the completion queue (429).
 
 FastAPI's own ``max_body_size`` answers a too-large declared Content-Length with plain text
-(Starlette's limiter replaces any response), so the limit is applied here, as ASGI middleware.
+(Starlette's limiter replaces any response), so the body limit is applied here, as ASGI middleware.
 """
 
 from __future__ import annotations
+
+import math
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -59,3 +61,29 @@ class BodyLimit:
     def _error(self) -> APIError:
         return APIError(413, f"The request body is larger than this server's limit of {self.limit} bytes.",
                         code="request_too_large")
+
+
+class Admission:
+    """Counts the completion requests the server holds (generating or waiting); 429 once ``limit`` are held.
+
+    Used from the event loop only, so plain counters suffice. ``Retry-After`` is the average time the
+    recent requests took (at least 1 s): roughly how long until the queue has moved on.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._average_s = 1.0
+
+    def enter(self) -> None:
+        """Take a place, or raise the 429 ``queue_full`` error."""
+        if self.held >= self.limit:
+            retry = min(60, max(1, math.ceil(self._average_s)))
+            raise APIError(429, f"The server is busy: {self.held} requests are queued, its limit. "
+                           f"Retry in {retry} s.", code="queue_full", headers={"Retry-After": str(retry)})
+        self.held += 1
+
+    def leave(self, took_s: float) -> None:
+        """Give the place back; ``took_s`` updates the average behind Retry-After."""
+        self.held -= 1
+        self._average_s = 0.8 * self._average_s + 0.2 * took_s

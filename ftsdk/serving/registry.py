@@ -1,4 +1,7 @@
-"""The served models: the base under its name, and adapters loaded and unloaded by name at run time."""
+"""The served models: the base under its name, and adapters loaded and unloaded by name at run time.
+
+Model cards name models only: where a model lies on the server's disk is never sent to clients.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from typing import Any
 from ftsdk.errors import FtsdkError
 from ftsdk.serving.backends.base import Backend
 from ftsdk.serving.config import check_model_name
-from ftsdk.serving.errors import APIError, model_not_found
+from ftsdk.serving.errors import APIError, log, model_not_found
 from ftsdk.serving.schemas import model_card
 
 
@@ -45,8 +48,11 @@ class AdapterRegistry:
                 folder = self.backend.check_adapter(path)
                 self.backend.load_adapter(name, folder)
             except FtsdkError as exc:
-                raise APIError(400, str(exc), code="adapter_load_failed", param="path") from None
-            self._adapters[name] = {"path": str(folder), "created": int(time.time())}
+                log.warning("adapter '%s' did not load: %s", name, exc)
+                hint = f" ({exc.hint})" if exc.hint else ""
+                raise APIError(400, f"adapter `{name}` did not load: {exc.message}{hint}",
+                               code="adapter_load_failed", param="path") from None
+            self._adapters[name] = {"created": int(time.time())}
         return self.card(name)
 
     def unload(self, name: str) -> None:
@@ -61,9 +67,9 @@ class AdapterRegistry:
 
     def card(self, name: str) -> dict[str, Any]:
         info = self._adapters[name]
-        return {**model_card(name, parent=self.base_name, root=info["path"]), "created": info["created"]}
+        return {**model_card(name, parent=self.base_name, root=self.base_name), "created": info["created"]}
 
     def cards(self) -> list[dict[str, Any]]:
         """The base model and every loaded adapter, as ``/v1/models`` lists them."""
-        base = {**model_card(self.base_name, root=self.backend.config.base), "created": self._created}
+        base = {**model_card(self.base_name, root=self.base_name), "created": self._created}
         return [base] + [self.card(n) for n in self._adapters]

@@ -2,15 +2,36 @@
 
 Requests tolerate fields they do not know (OpenAI clients send more than this server uses); the
 ones they know are validated, and options this server cannot honour are refused rather than ignored.
+Numbers and flags are strict: ``"max_tokens": true`` or ``"seed": "7"`` get a 400, not a guess.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: UTF-16 surrogates: JSON can spell them (``"\\ud800"``), but alone they are not text and cannot be encoded
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _no_lone_surrogates(value: Any) -> Any:
+    """``value`` (a parsed JSON body) if none of its strings, keys included, holds a lone surrogate."""
+    pending = [value]
+    while pending:  # iterative: nesting as deep as the JSON parser allows must not overflow the stack
+        item = pending.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise ValueError("the request holds a lone UTF-16 surrogate (such as \\ud800): send valid Unicode")
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return value
 
 
 class _Tolerant(BaseModel):
@@ -18,21 +39,26 @@ class _Tolerant(BaseModel):
 
 
 class StreamOptions(_Tolerant):
-    include_usage: bool = False
+    include_usage: bool = Field(False, strict=True)
 
 
 class _Sampling(_Tolerant):
     """Options shared by chat and text completions."""
 
     model: str = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    n: int | None = None
+    max_tokens: int | None = Field(None, ge=1, strict=True)
+    temperature: float | None = Field(None, ge=0, le=2, strict=True)
+    top_p: float | None = Field(None, gt=0, le=1, strict=True)
+    n: int | None = Field(None, strict=True)
     stop: str | list[str] | None = None
-    seed: int | None = None
-    stream: bool | None = False
+    seed: int | None = Field(None, ge=0, le=2**64 - 1, strict=True)
+    stream: bool | None = Field(False, strict=True)
     stream_options: StreamOptions | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, body: Any) -> Any:
+        return _no_lone_surrogates(body)
 
     @field_validator("n")
     @classmethod
@@ -85,7 +111,7 @@ class ChatMessage(_Tolerant):
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1, strict=True)
 
     @property
     def token_limit(self) -> int | None:
@@ -115,6 +141,11 @@ class AdapterLoadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, description="The name clients will put in the `model` field.")
     path: str = Field(min_length=1, description="The adapter on the server's disk.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, body: Any) -> Any:
+        return _no_lone_surrogates(body)
 
 
 def new_id(prefix: str) -> str:

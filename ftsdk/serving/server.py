@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import socket
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ftsdk.errors import ConfigError, PluginUnavailableError
+from ftsdk.serving.auth import check_api_key, check_exposure, is_loopback
 from ftsdk.serving.config import ServeConfig
 
 if TYPE_CHECKING:
@@ -28,6 +30,9 @@ def check_config(config: ServeConfig) -> type[Backend]:
     from ftsdk.serving.backends import backend_class
 
     check_serving_installed()
+    if config.api_key is not None:
+        check_api_key(config.api_key.get_secret_value(), "api_key")
+    check_exposure(config.host, config.api_key is not None, config.insecure)
     cls = backend_class(config.backend)
     cls.check_base(config.base)
     if config.base_name in config.adapters:
@@ -63,7 +68,28 @@ def serve(config: ServeConfig) -> None:
     app = build_app(config)
     models = ", ".join([config.base_name, *config.adapters])
     print(f"ftsdk serve: {models} on http://{config.host}:{config.port}/v1 ({config.backend})", file=sys.stderr)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="info")
+    for warning in exposure_warnings(config):
+        print(f"ftsdk serve: warning: {warning}", file=sys.stderr)
+    uvicorn.run(app, host=config.host, port=config.port, log_config=_log_config(), server_header=False)
+
+
+def exposure_warnings(config: ServeConfig) -> list[str]:
+    """What an operator should know about who can reach this server and what they can do."""
+    warnings = []
+    if config.api_key is None and not is_loopback(config.host):
+        warnings.append(f"--insecure: anyone who can reach {config.host} can use this server without a key")
+    if config.enable_admin:
+        warnings.append("--enable-admin: clients can load adapters from this machine's disk and unload them")
+    return warnings
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, with the server's own log (failed requests and their tracebacks) beside it."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["ftsdk.serve"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
 
 
 def _check_port(host: str, port: int) -> None:

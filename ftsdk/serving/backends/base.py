@@ -11,6 +11,9 @@ from typing import ClassVar
 
 from ftsdk.serving.config import ServeConfig
 
+#: how often a request waiting for the model checks whether it was cancelled (seconds)
+WAIT_POLL_S = 0.05
+
 
 class UnknownAdapterError(LookupError):
     """The request names an adapter that is not (or no longer) loaded."""
@@ -36,8 +39,29 @@ class Generation:
     pieces: Iterator[str]
     finish_reason: str = "length"
     completion_tokens: int = 0
-    #: set it to stop generating early (the client went away)
+    #: set it to stop generating early (the client went away, the deadline passed); a waiting one never starts
     cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def close(self) -> None:
+        """Stop generating and release what :attr:`pieces` holds (the model's lock), even if never iterated.
+
+        Call it from the thread that iterates the pieces, or once no thread does.
+        """
+        self.cancelled.set()
+        close = getattr(self.pieces, "close", None)
+        if close is not None:
+            close()
+
+
+def wait_for_model(lock: threading.Lock, cancelled: threading.Event) -> bool:
+    """Take ``lock``, unless ``cancelled`` is set first (then False, lock not taken): waiting is cancellable."""
+    while not lock.acquire(timeout=WAIT_POLL_S):
+        if cancelled.is_set():
+            return False
+    if cancelled.is_set():
+        lock.release()
+        return False
+    return True
 
 
 class Backend(ABC):

@@ -2,7 +2,12 @@
 
 One PeftModel holds every adapter (``load_adapter``/``set_adapter``); the base model answers with
 adapters disabled. Generation is serialized by a lock: one request runs ``model.generate`` at a time,
-in its own thread, streaming text through a ``TextIteratorStreamer``.
+in its own thread, streaming text through a ``TextIteratorStreamer``. A request waiting for the lock
+gives up when it is cancelled.
+
+Stop sequences are matched on the decoded tail of the generated tokens at each step, not with
+transformers' ``stop_strings``: its ``StopStringCriteria`` first embeds the whole vocabulary against the
+stop strings (about 1 s for SmolLM2's 49k tokens, 24 s for a 16,000-character stop), per new set of stops.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from ftsdk.serving.backends.base import (
     Generation,
     GenerationJob,
     UnknownAdapterError,
+    wait_for_model,
 )
 from ftsdk.serving.config import ServeConfig
 from ftsdk.serving.stops import StopFilter
@@ -140,17 +146,16 @@ class TransformersBackend(Backend):
 
     def _generate(self, job: GenerationJob, streamer: Any, generation: Generation, outcome: dict[str, Any]) -> None:
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
-
-        class _Cancelled(StoppingCriteria):
-            def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> bool:
-                return generation.cancelled.is_set()
 
         sampling: dict[str, Any] = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         if job.temperature > 0:
             sampling = {"do_sample": True, "temperature": job.temperature, "top_p": job.top_p, "top_k": 0}
         try:
-            with self._lock:
+            if not wait_for_model(self._lock, generation.cancelled):
+                outcome["ids"] = []
+                streamer.end()
+                return
+            try:
                 model, context = self._select(job.adapter)
                 ids = torch.tensor([job.prompt_ids], device=model.device)
                 if job.seed is not None:
@@ -161,16 +166,38 @@ class TransformersBackend(Backend):
                         attention_mask=torch.ones_like(ids),
                         max_new_tokens=job.max_tokens,
                         streamer=streamer,
-                        stop_strings=job.stop or None,
-                        tokenizer=self.tokenizer if job.stop else None,
-                        stopping_criteria=StoppingCriteriaList([_Cancelled()]),
+                        stopping_criteria=self._criteria(job, generation),
                         pad_token_id=self.tokenizer.pad_token_id,
                         **sampling,
                     )
+            finally:
+                self._lock.release()
             outcome["ids"] = output[0, ids.shape[1] :].tolist()
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it in the request
             outcome["error"] = exc
             streamer.end()
+
+    def _criteria(self, job: GenerationJob, generation: Generation) -> Any:
+        """Stop when the generation is cancelled, or when the text generated so far contains a stop sequence."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        tokenizer, stops, start = self.tokenizer, job.stop, len(job.prompt_ids)
+        # a token decodes to at least one byte and a character is at most four: this many tokens hold any stop
+        window = 4 * max((len(s) for s in stops), default=0) + 4
+
+        class _Cancelled(StoppingCriteria):
+            def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> bool:
+                return generation.cancelled.is_set()
+
+        class _StopText(StoppingCriteria):
+            def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> bool:
+                tail = input_ids[0, max(start, input_ids.shape[1] - window) :]
+                # U+FFFD at the ends is a character cut between tokens (the next token may complete it)
+                text = tokenizer.decode(tail, skip_special_tokens=True).strip("\ufffd")
+                return any(stop in text for stop in stops)
+
+        return StoppingCriteriaList([_Cancelled(), _StopText()] if stops else [_Cancelled()])
 
     def _pieces(self, job: GenerationJob, streamer: Any, generation: Generation, outcome: dict[str, Any],
                 worker: threading.Thread) -> Iterator[str]:

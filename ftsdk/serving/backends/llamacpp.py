@@ -20,8 +20,12 @@ from ftsdk.serving.backends.base import (
     Generation,
     GenerationJob,
     UnknownAdapterError,
+    wait_for_model,
 )
 from ftsdk.serving.config import ServeConfig
+
+#: llama.cpp seeds are 32-bit and 0xFFFFFFFF means "random": request seeds (64-bit) are folded below it
+LLAMA_SEED_RANGE = 0xFFFFFFFF
 
 
 class LlamaCppBackend(Backend):
@@ -138,7 +142,10 @@ class LlamaCppBackend(Backend):
         def cancelled(input_ids: Any, logits: Any) -> bool:
             return generation.cancelled.is_set()
 
-        with self._lock:
+        if not wait_for_model(self._lock, generation.cancelled):
+            return
+        chunks: Any = None
+        try:
             self._apply(job.adapter)
             chunks = self.llm.create_completion(
                 prompt=list(job.prompt_ids),
@@ -149,7 +156,7 @@ class LlamaCppBackend(Backend):
                 min_p=0.0,
                 repeat_penalty=1.0,
                 stop=job.stop or None,
-                seed=job.seed,
+                seed=None if job.seed is None else job.seed % LLAMA_SEED_RANGE,
                 stream=True,
                 logits_processor=LogitsProcessorList([count]),
                 stopping_criteria=StoppingCriteriaList([cancelled]),
@@ -160,4 +167,8 @@ class LlamaCppBackend(Backend):
                     yield choice["text"]
                 if choice.get("finish_reason"):
                     generation.finish_reason = choice["finish_reason"]
+        finally:
+            if chunks is not None:  # end llama-cpp-python's generator while the lock is still held
+                chunks.close()
+            self._lock.release()
         generation.completion_tokens = steps
