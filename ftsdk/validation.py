@@ -36,7 +36,8 @@ class StrictModel(BaseModel):
 
     A number field refuses ``true``/``false`` (``batch_size: true`` is not 1), a whole-number field refuses floats
     (``1e23``, ``4.0``), a float field refuses NaN and infinity, a true/false field refuses numbers and text
-    (``"no"``), and a path refuses NUL. Values inside lists and free-form mappings are checked by their own models.
+    (``"no"``), text refuses NUL characters, and a path refuses the empty string (which would mean ".").
+    Values inside lists and free-form mappings are checked by their own models.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
@@ -55,8 +56,11 @@ class StrictModel(BaseModel):
             raise PydanticCustomError("strict_bool", "true or false is required")
         elif isinstance(value, float) and float not in kinds and int in kinds:
             raise PydanticCustomError("strict_int", "a whole number is required, not a float")
-        elif isinstance(value, str) and "\x00" in value and Path in kinds:
-            raise PydanticCustomError("path_nul", "a path cannot contain a NUL character")
+        elif isinstance(value, str) and kinds & {str, Path}:
+            if "\x00" in value:
+                raise PydanticCustomError("text_nul", "text cannot contain a NUL character")
+            if Path in kinds and str not in kinds and not value.strip():
+                raise PydanticCustomError("path_empty", "a path cannot be empty")
         return value
 
 

@@ -68,6 +68,21 @@ def test_recipe_numbers_are_strict_and_bounded(tmp_path, field, value, message):
     assert len(str(caught.value)) < 2000
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('data: {train: "a\\0b"}\noutput_dir: out\n', "data.train: text cannot contain a NUL character"),
+        ('model: "x\\0"\ndata: {train: t.jsonl}\noutput_dir: out\n', "model.name: text cannot contain a NUL"),
+        ('data: {train: t.jsonl}\noutput_dir: ""\n', "output_dir: a path cannot be empty"),
+    ],
+)
+def test_recipe_paths_and_names_are_real_text(tmp_path, text, message):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        Recipe.from_yaml(path)
+
+
 def test_recipe_good_numbers_still_pass(tmp_path):
     assert Recipe.from_yaml(write_recipe(tmp_path, "epochs", "2")).training.epochs == 2.0  # an int for a float
     assert Recipe.from_yaml(write_recipe(tmp_path, "seed", "4294967295")).training.seed == 2**32 - 1
