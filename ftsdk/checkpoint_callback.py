@@ -12,7 +12,7 @@ from ftsdk.checkpoints import rotate, seal
 
 
 class SealCheckpoints(TrainerCallback):
-    """Seal ``checkpoint-N`` after the Trainer saved it; keep the newest ``keep`` complete ones.
+    """Seal ``checkpoint-N`` after the Trainer saved it; keep the newest ``keep`` complete ones and the best.
 
     The Trainer's own rotation is off (``save_total_limit=None``): it could delete the last sealed
     checkpoint before the new one is sealed.
@@ -30,4 +30,5 @@ class SealCheckpoints(TrainerCallback):
         if state.is_world_process_zero:
             root = Path(args.output_dir)
             seal(root / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}", state.global_step, self.run_fingerprint)
-            rotate(root, self.keep)
+            best = Path(state.best_model_checkpoint) if state.best_model_checkpoint else None
+            rotate(root, self.keep, protect=best)  # keep-best restores that one at the end

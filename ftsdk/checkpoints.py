@@ -129,9 +129,10 @@ def remove_incomplete(root: Path) -> list[Path]:
     return removed
 
 
-def rotate(root: Path, keep: int) -> None:
-    """Delete the oldest complete checkpoints so that at most ``keep`` remain (the newest is always kept)."""
-    complete = complete_checkpoints(root)
+def rotate(root: Path, keep: int, protect: Path | None = None) -> None:
+    """Delete the oldest complete checkpoints so that at most ``keep`` remain (the newest is always kept),
+    never ``protect`` (the best checkpoint, which keep-best restores)."""
+    complete = [c for c in complete_checkpoints(root) if protect is None or c.path.resolve() != protect.resolve()]
     for old in complete[: max(len(complete) - max(keep, 1), 0)]:
         shutil.rmtree(old.path, ignore_errors=True)
 

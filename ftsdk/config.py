@@ -95,6 +95,39 @@ class TrainingConfig(_Strict):
     run_name: str | None = Field(
         None, min_length=1, description="The trackers' run name; None: the output folder's name."
     )
+    eval_metric: str = Field(
+        "eval_loss", min_length=1, max_length=200,
+        description="The eval metric keep_best and early stopping follow: eval_loss, accuracy (label replies "
+        "generated on the eval split) or field_match (JSON replies), or any metric the objective logs at "
+        "evaluation (e.g. rewards/accuracies for dpo).",
+    )
+    greater_is_better: bool | None = Field(
+        None, description="Whether a higher eval_metric is better; None: lower for losses, higher otherwise."
+    )
+    keep_best: bool = Field(
+        False, description="Restore the checkpoint with the best eval_metric at the end; it becomes the output "
+        "and the manifest records it under `best`.",
+    )
+    early_stopping_patience: int | None = Field(
+        None, ge=1, le=10_000, description="Stop after this many evaluations without an improvement of "
+        "eval_metric; None never stops early.",
+    )
+    early_stopping_threshold: float = Field(
+        0.0, ge=0, description="How much eval_metric must improve (absolute) to reset the patience."
+    )
+    eval_generation_limit: int | None = Field(
+        None, ge=1, le=1_000_000, description="accuracy / field_match: generate for at most this many eval "
+        "examples at each evaluation; None: all.",
+    )
+
+    @model_validator(mode="after")
+    def _best_checkpoint_is_saved(self) -> TrainingConfig:
+        if self.keep_best and self.save_steps is not None and self.eval_steps != self.save_steps:
+            raise ValueError("keep_best with save_steps needs eval_steps equal to save_steps, so every evaluated "
+                             "step is a checkpoint the best can be restored from")
+        if self.early_stopping_threshold and self.early_stopping_patience is None:
+            raise ValueError("early_stopping_threshold needs early_stopping_patience")
+        return self
 
 
 class DataSpec(_Strict):

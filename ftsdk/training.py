@@ -44,6 +44,8 @@ class TrainOutcome:
 
     metrics: dict[str, float]
     log_history: list[dict[str, Any]]
+    #: keep-best / early stopping: the metric, its best value and step, restored or not (ftsdk.early_stopping)
+    best: dict[str, Any] | None = None
 
 
 def mixed_precision(training: TrainingConfig, placement: Placement) -> str:
@@ -73,6 +75,7 @@ def trainer_arguments(job: TrainJob) -> dict[str, Any]:
     has_eval = bool(job.eval_examples)
     from ftsdk.distributed.strategies import trainer_options
     from ftsdk.distributed.world import current_world
+    from ftsdk.early_stopping import best_arguments
 
     return {
         "output_dir": str(job.work_dir),
@@ -107,6 +110,7 @@ def trainer_arguments(job: TrainJob) -> dict[str, Any]:
         "fp16": precision == "fp16",
         "dataloader_pin_memory": not job.placement.on_cpu,
         **trainer_options(job.distributed, current_world(), job.placement.device),
+        **best_arguments(t),
     }
 
 
@@ -137,6 +141,9 @@ def run_trainer(trainer: Any) -> TrainOutcome:
     check_trainer(trainer)  # the world and strategy asked for, not a silent fallback
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
+    for callback in trainer.callback_handler.callbacks:
+        if callable(getattr(callback, "attach", None)):
+            callback.attach(trainer)  # callbacks that log through the trainer (ftsdk.early_stopping.TaskMetrics)
     if not trainer.args.bf16:
         _undo_bf16_adapter_cast(trainer.model)
     trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
@@ -144,7 +151,9 @@ def run_trainer(trainer: Any) -> TrainOutcome:
     # computes exactly as it will when reloaded from disk
     trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     history = list(trainer.state.log_history)
-    return TrainOutcome(final_metrics(history), history)
+    from ftsdk.early_stopping import best_summary
+
+    return TrainOutcome(final_metrics(history), history, best_summary(trainer))
 
 
 def _undo_bf16_adapter_cast(model: Any) -> None:

@@ -196,6 +196,9 @@ class Tuner:
         from ftsdk.tracking import check_trackers
 
         check_trackers(self.training.report_to)
+        from ftsdk.early_stopping import check_eval_metric
+
+        check_eval_metric(self.training, self.objective.data_task, eval_set.examples if eval_set else None)
         from ftsdk.checkpoints import checkpoints_dir, plan_resume
         from ftsdk.distributed.strategies import check_strategy
         from ftsdk.distributed.world import check_world
@@ -245,6 +248,9 @@ class Tuner:
             if world.is_main else None
         if tracking is not None:
             callbacks += tracking.callbacks()
+        from ftsdk.early_stopping import best_callbacks
+
+        callbacks += best_callbacks(self.training, eval_set.examples if eval_set else None)
         keeps_checkpoints = bool(self.training.save_steps or start)
         started = time.perf_counter()
         with contextlib.ExitStack() as stack:
@@ -290,6 +296,7 @@ class Tuner:
             (tmp / "log_history.json").write_text(json.dumps(outcome.log_history, indent=1), encoding="utf-8")
             plotted = plot_losses(outcome.log_history, tmp / "loss.png", title=f"{output.name}: loss")
             manifest = self._manifest(train_set, eval_set, outcome.metrics, seconds, plotted is not None)
+            manifest["best"] = outcome.best  # keep-best / early stopping (ftsdk.early_stopping)
             write_manifest(tmp, manifest)
             (tmp / "README.md").write_text(model_card(manifest), encoding="utf-8")
             write_training_report(tmp, manifest, tokenizer, self.objective.data_task)
