@@ -179,7 +179,10 @@ def _input(render: Callable[[Any], list[int]]) -> Callable[[Any], list[int]]:
 
 def _job(body: ChatCompletionRequest | CompletionRequest, ids: list[int], adapter: str | None, context: int,
          default_max: int, param: str) -> GenerationJob:
-    """The generation a request asks for; 400 ``context_length_exceeded`` when it cannot fit the context."""
+    """The generation a request asks for; 400 when the prompt is empty or it cannot fit the context."""
+    if not ids:
+        raise APIError(400, f"The {param} has no tokens: give some text to continue.", code="invalid_value",
+                       param=param)
     wanted = body.token_limit
     max_tokens = wanted if wanted is not None else min(default_max, context - len(ids))
     if len(ids) >= context or len(ids) + max_tokens > context:

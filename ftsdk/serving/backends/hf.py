@@ -157,7 +157,7 @@ class TransformersBackend(Backend):
                 return
             try:
                 model, context = self._select(job.adapter)
-                ids = torch.tensor([job.prompt_ids], device=model.device)
+                ids = torch.tensor([job.prompt_ids], dtype=torch.long, device=model.device)
                 if job.seed is not None:
                     torch.manual_seed(job.seed)
                 with context, torch.inference_mode():
