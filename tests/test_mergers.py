@@ -241,10 +241,10 @@ def _refused(config: dict[str, Any], error: type[Exception], *needles: str) -> s
         ({"models": "density-1.5"}, ConfigError, ["models[0].parameters.density", "at most 1"]),
         ({"base_model": None}, ConfigError, ["needs a base_model"]),
         ({"models": "normalize-per-model"}, ConfigError, ["apply to the whole merge"]),
-        ({"slices": [{"sources": [{"model": "a", "layer_range": [0, 1]}]}, {"sources": []}]}, ConfigError,
-         ["single entry under 'slices'"]),
-        ({"tokenizer_source": "union"}, ConfigError, ["union"]),
-        ({"modules": {"text": {}}}, ConfigError, ["modules"]),
+        ({"slices": [{"sources": [{"model": "a", "layer_range": [0, 1]}]}, {"sources": []}], "backend": "ftsdk"},
+         ConfigError, ["2 entries under 'slices'", "needs mergekit", "remove 'backend: ftsdk'"]),
+        ({"tokenizer_source": "union", "backend": "ftsdk"}, ConfigError, ["union", "needs mergekit"]),
+        ({"modules": {"text": {}}, "backend": "ftsdk"}, ConfigError, ["modules", "needs mergekit"]),
         ({"models": "missing-folder"}, ModelLoadError, ["models[0]", "no such model folder"]),
     ],
 )
@@ -316,10 +316,11 @@ def test_method_shape_rules_are_checked(inputs: dict[str, Path], tmp_path: Path)
 
 
 def test_partial_layer_ranges_and_adapters_are_refused_with_a_way_out(inputs: dict[str, Path], tmp_path: Path) -> None:
-    text = {"merge_method": "slerp", "base_model": str(inputs["base"]), "parameters": {"t": 0.5},
+    """Without mergekit (backend: ftsdk), a partial layer range is refused; tests/test_mergers_mergekit.py runs it."""
+    text = {"merge_method": "slerp", "base_model": str(inputs["base"]), "parameters": {"t": 0.5}, "backend": "ftsdk",
             "slices": [{"sources": [{"model": str(inputs["base"]), "layer_range": [0, 1]},
                                     {"model": str(inputs["dense"]), "layer_range": [0, 1]}]}]}
-    _refused(text | {"output": str(tmp_path / "o")}, ConfigError, "does not span its 2 layers", "frankenmerge")
+    _refused(text | {"output": str(tmp_path / "o")}, ConfigError, "layer_range [0, 1]", "has 2 layers", "needs mergekit")
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")

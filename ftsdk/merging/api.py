@@ -78,8 +78,14 @@ def _model_card(manifest: dict[str, Any], config: MergeConfig) -> str:
     )
     recipe = yaml.safe_dump(config.model_dump(mode="json", exclude={"output", "overwrite"}, exclude_defaults=True),
                             sort_keys=False)
+    engine = manifest.get("mergekit")
+    if engine:  # the mergekit merger: its document is the recipe, and mergekit did the merge
+        recipe = yaml.safe_dump(manifest["merger"]["config"]["config"], sort_keys=False)
+        engine = (f" The merge itself was computed by [mergekit](https://github.com/arcee-ai/mergekit) "
+                  f"{engine['version']} ({engine['license']}), method `{engine['merge_method']}`; "
+                  "`mergekit_config.yml` reruns it with `mergekit-yaml`.")
     return (
         f"# Merged {manifest['kind']}\n\nMade with ftsdk {manifest['ftsdk_version']} using the "
-        f"`{manifest['merger']['name']}` merger.\n\n## Inputs\n\n{inputs}\n\n"
+        f"`{manifest['merger']['name']}` merger.{engine or ''}\n\n## Inputs\n\n{inputs}\n\n"
         f"## Configuration\n\n```yaml\n{recipe}```\n\nContent hashes and library versions: `ftsdk.json`.\n"
     )

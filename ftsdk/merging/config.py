@@ -2,8 +2,9 @@
 
 mergekit files are accepted as they are where their method is supported: ``merge_method`` for ``method``,
 a single ``slices`` entry whose sources each span all layers (the usual SLERP recipe), ``tokenizer_source``
-and ``tokenizer: {source: ...}``. Layer-range slicing, ``modules``, vocabulary unions and chat-template
-rewriting are refused with an error saying so.
+and ``tokenizer: {source: ...}``. What only mergekit implements (layer-range slicing, its own methods such
+as ``passthrough`` or ``model_stock``, ``modules``, vocabulary unions, chat-template rewriting) is handed to
+the ``mergekit`` merger plugin unless ``backend: ftsdk`` says not to (see :mod:`ftsdk.merging.mergekit_config`).
 """
 
 from __future__ import annotations
@@ -14,14 +15,10 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, ByteSize, ConfigDict, Field, model_validator
 
+from ftsdk.merging.mergekit_config import hand_over, map_references, mergekit_reason, referenced_models
 from ftsdk.validation import StrictModel, read_yaml_mapping, validate_config
 
 DtypeName = Literal["float32", "float16", "bfloat16", "float64"]
-_UNSUPPORTED = {
-    "modules": "per-module merges ('modules') are not supported; list the models under 'models'",
-    "chat_template": "rewriting the chat template ('chat_template') is not supported; the tokenizer source's "
-    "template is kept",
-}
 
 
 class _Strict(StrictModel):
@@ -69,6 +66,10 @@ class MergeConfig(_Strict):
     threads: int | None = Field(
         None, ge=1, le=1024, description="CPU threads for the merge's math; default: every core but one, which reads ahead."
     )
+    backend: Literal["auto", "ftsdk", "mergekit"] = Field(
+        "auto", description="Who merges a mergekit-spelled config: auto = ftsdk's engine when it supports the config, "
+        "else mergekit itself (the mergekit merger); ftsdk = never mergekit; mergekit = always mergekit.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -76,16 +77,17 @@ class MergeConfig(_Strict):
         if not isinstance(raw, Mapping):
             return raw
         raw = dict(raw)
-        for key, reason in _UNSUPPORTED.items():
-            if raw.get(key) is not None:
-                raise ValueError(reason)
+        if raw.get("method", raw.get("merge_method")) == "mergekit":
+            return _explicit_mergekit(raw)
+        reason = mergekit_reason(raw)
+        if raw.get("backend") == "mergekit" or (reason and raw.get("backend", "auto") == "auto"):
+            return hand_over(raw)
+        if reason:
+            raise ValueError(f"{reason} needs mergekit, and backend is 'ftsdk'; remove 'backend: ftsdk' to run it "
+                             "through mergekit (the mergekit merger: pip install \"ftsdk[mergekit]\")")
         tokenizer = raw.pop("tokenizer", None)
-        if tokenizer is not None:
-            if not isinstance(tokenizer, Mapping) or set(tokenizer) - {"source"}:
-                raise ValueError("of mergekit's 'tokenizer' settings only 'source' is supported")
-            raw["tokenizer_source"] = tokenizer.get("source")
-        if raw.get("tokenizer_source") == "union":
-            raise ValueError("tokenizer_source 'union' (a merged vocabulary) is not supported; use 'base' or a model")
+        if tokenizer is not None:  # mergekit_reason let through only {source: ...}
+            raw["tokenizer_source"] = tokenizer.get("source") if isinstance(tokenizer, Mapping) else tokenizer
         slices = raw.pop("slices", None)
         if slices is not None:
             if raw.get("models"):
@@ -94,15 +96,21 @@ class MergeConfig(_Strict):
         return raw
 
 
+def _explicit_mergekit(raw: dict[str, Any]) -> dict[str, Any]:
+    """``method: mergekit`` with the document under ``parameters.config``: its models become the inputs."""
+    document = (raw.get("parameters") or {}).get("config")
+    if isinstance(document, Mapping) and not raw.get("models"):
+        base = document.get("base_model")
+        models = [{"model": m} for m in referenced_models(document) if m != base] or [{"model": base}]
+        raw |= {"models": models, "base_model": raw.get("base_model") or base}
+    return raw | {"backend": "mergekit"}
+
+
 def _models_from_slices(slices: Any) -> list[dict[str, Any]]:
-    """mergekit's one-slice form: each source becomes an input that must span all its layers."""
-    if not isinstance(slices, list) or len(slices) != 1 or not isinstance(slices[0], Mapping):
-        raise ValueError("only a single entry under 'slices' is supported (no layer-range slicing); "
-                         "use 'models' to merge whole models")
-    only = dict(slices[0])
-    if only.get("parameters") or only.get("base_model"):
-        raise ValueError("parameters or base_model inside a slice are not supported; set them at the top level")
-    sources = only.get("sources")
+    """mergekit's one-slice form (others went to mergekit): each source becomes an input spanning all its layers."""
+    if not isinstance(slices, list) or not slices or not isinstance(slices[0], Mapping):
+        raise ValueError("'slices' must be a list of entries with 'sources'")
+    sources = slices[0].get("sources")
     if not isinstance(sources, list) or not sources:
         raise ValueError("the slice needs a list of 'sources'")
     return [dict(source) for source in sources]
@@ -131,6 +139,8 @@ def _relative_to(config: MergeConfig, folder: Path) -> MergeConfig:
     models = [entry.model_copy(update={"model": model(entry.model)}) for entry in config.models]
     output = config.output if config.output is None or config.output.is_absolute() else folder / config.output
     source = config.tokenizer_source if config.tokenizer_source == "base" else model(config.tokenizer_source)
-    return config.model_copy(
-        update={"models": models, "base_model": model(config.base_model), "output": output, "tokenizer_source": source}
-    )
+    parameters = config.parameters
+    if config.method == "mergekit" and isinstance(parameters.get("config"), dict):
+        parameters = parameters | {"config": map_references(parameters["config"], lambda m: model(m) or m)}
+    return config.model_copy(update={"models": models, "base_model": model(config.base_model), "output": output,
+                                     "tokenizer_source": source, "parameters": parameters})

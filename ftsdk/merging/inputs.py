@@ -136,7 +136,7 @@ def check_architectures(models: list[ModelFolder]) -> None:
         if span is not None and tuple(span) != (0, model.num_layers):
             raise ConfigError(
                 f"{model.label}: layer_range {list(span)} does not span its {model.num_layers} layers",
-                hint="only whole-model merges are supported; slicing layers (frankenmerges) is not",
+                hint="ftsdk's engine merges whole models; the mergekit merger runs layer slices (backend: auto)",
             )
 
 
