@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -14,7 +15,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                          help="serve the adapter at PATH as model NAME (repeat for more)")
     serving.add_argument("--backend", default="transformers", choices=["transformers", "llamacpp"],
                          help="transformers+peft (any machine) or llama.cpp (GGUF files, CPU) (%(default)s)")
-    serving.add_argument("--host", default="127.0.0.1", help="address to bind (%(default)s)")
+    serving.add_argument("--host", default="127.0.0.1",
+                         help="address to bind (%(default)s); any other than the loopback needs an API key or --insecure")
     serving.add_argument("--port", type=int, default=8000, help="port to listen on (%(default)s)")
     serving.add_argument("--served-name", help="the base model's name in requests (default: alias or file name)")
     serving.add_argument("--max-context", type=int, help="most prompt + completion tokens per request")
@@ -65,5 +67,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "enable_admin": args.enable_admin, "max_queue": args.max_queue, "request_timeout": args.request_timeout,
         "max_stop_chars": args.max_stop_chars,
     }
+    if args.api_key is not None:
+        print("ftsdk serve: warning: a key given with --api-key shows in `ps` to every user of this machine; "
+              "prefer FTSDK_API_KEY or --api-key-file", file=sys.stderr)
     serve(validate_config(ServeConfig, options, where="serve"))
     return 0
