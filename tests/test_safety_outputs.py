@@ -77,7 +77,7 @@ def test_a_second_writer_is_refused_while_a_live_process_holds_the_output(tmp_pa
     assert complete(out) == "new" and leftovers(tmp_path) == []
 
 
-def test_concurrent_merge_and_chain_runs_fail_with_the_holder_pid(tiny_model_dir, tmp_path):
+def test_concurrent_writers_fail_with_the_holder_pid(tiny_model_dir, tmp_path, monkeypatch):
     out = tmp_path / "merged"
     config = tmp_path / "merge.yaml"
     config.write_text(f"method: linear\nmodels:\n  - model: {tiny_model_dir}\n    parameters: {{weight: 0.5}}\n"
@@ -95,9 +95,19 @@ def test_concurrent_merge_and_chain_runs_fail_with_the_holder_pid(tiny_model_dir
     try:
         from ftsdk import Chain, merge
 
+        monkeypatch.setattr("ftsdk.tuner.resolve", lambda *a, **k: pytest.fail("a model was loaded"))
+
         with pytest.raises(OutputInUseError, match=f"{out} is in use by PID {holder.pid}"):
             merge(config)
         assert not out.exists()
+        from ftsdk import Tuner, quantize
+
+        with pytest.raises(OutputInUseError, match=f"PID {holder.pid}"):  # before any model loads
+            quantize(tiny_model_dir, "gguf", out)
+        data = tmp_path / "train.jsonl"
+        data.write_text(json.dumps({"prompt": "a", "completion": "b"}) + "\n")
+        with pytest.raises(OutputInUseError, match=f"PID {holder.pid}"):
+            Tuner(str(tiny_model_dir)).fit(data, output_dir=out)
         with pytest.raises(OutputInUseError, match=f"chain workdir .*build is in use by PID {holder.pid}"):
             Chain.from_yaml(chain).run()
         assert not (tmp_path / "build" / "ppl").exists()
