@@ -303,6 +303,17 @@ def test_chain_dry_run_refuses_bad_chains_cleanly(tmp_path, monkeypatch, capsys,
         cli_outcome("chain CLI", ["chain", str(path), "--dry-run"], capsys)
 
 
+def test_the_unmutated_configs_are_valid(tmp_path, monkeypatch, finetunes):
+    """The skeletons the cases start from pass every check: the success path is reachable."""
+    monkeypatch.chdir(tmp_path)
+    files = {name: tmp_path / f"{name}.yaml" for name in ("recipe", "merge", "chain")}
+    for name, skeleton in zip(files, (RECIPE, merge_skeleton(finetunes), chain_skeleton(finetunes)), strict=True):
+        files[name].write_text(yaml.safe_dump(skeleton), encoding="utf-8")
+    check_recipe(files["recipe"])
+    build_request(load_merge_config(files["merge"]))
+    assert [step.config.name for step in Chain.from_yaml(files["chain"]).plan().steps] == ["merged", "ppl", "dist"]
+
+
 @pytest.mark.slow
 def test_more_cases(monkeypatch):
     """The slow variant: rerun this module with a larger budget (FTSDK_FUZZ_SLOW=1)."""
