@@ -8,7 +8,9 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from ftsdk.data.sources import HubData
+from ftsdk.data.templates import BUILTIN_TEMPLATES
 from ftsdk.distributed.config import DistributedConfig
+from ftsdk.errors import ConfigError
 from ftsdk.validation import StrictModel, read_yaml_mapping, validate_config
 
 #: the largest step count (max_steps, logging/eval/save intervals) a recipe may name
@@ -59,10 +61,33 @@ class TrainingConfig(_Strict):
     gradient_accumulation: int = Field(1, ge=1, le=1024, description="Steps whose gradients add up to one update.")
     max_length: int = Field(1024, ge=8, le=1_048_576, description="Tokens per example; longer rows are truncated.")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of steps spent warming up the learning rate.")
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
-        "cosine", description="Learning-rate schedule after warm-up."
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts",
+                          "cosine_with_min_lr", "polynomial", "inverse_sqrt", "warmup_stable_decay"] = Field(
+        "cosine", description="Learning-rate schedule after warm-up (transformers' schedulers; see docs/training.md)."
     )
-    weight_decay: float = Field(0.0, ge=0, lt=1, description="AdamW weight decay.")
+    lr_cycles: int = Field(
+        1, ge=1, le=1000, description="cosine_with_restarts: how many cosine cycles, each restarting at the peak."
+    )
+    lr_power: float = Field(1.0, gt=0, le=10, description="polynomial: the decay's power (1 is linear).")
+    lr_min_ratio: float = Field(
+        0.0, ge=0, lt=1, description="polynomial, cosine_with_min_lr, warmup_stable_decay: the final learning rate "
+        "as a share of the peak.",
+    )
+    lr_decay_steps: int | None = Field(
+        None, ge=1, le=MAX_STEPS, description="warmup_stable_decay (required): optimizer steps of the final decay; "
+        "the learning rate stays at its peak between warm-up and decay.",
+    )
+    optimizer: Literal["adamw", "adamw_8bit", "paged_adamw", "paged_adamw_8bit", "adafactor", "sgd", "adagrad",
+                       "rmsprop", "lion", "lion_8bit", "ademamix", "ademamix_8bit"] = Field(
+        "adamw", description="adamw: torch's (fused) AdamW; *_8bit, paged_*, lion*, ademamix*: bitsandbytes' "
+        "(ftsdk[bnb]); adafactor: transformers'; sgd, adagrad, rmsprop: torch's.",
+    )
+    adam_betas: tuple[float, float] = Field(
+        (0.9, 0.999), description="Adam-family (adamw*, lion*, ademamix*) decay rates of the moment estimates."
+    )
+    adam_epsilon: float = Field(1e-8, gt=0, lt=1, description="Adam-family denominator term.")
+    momentum: float = Field(0.0, ge=0, lt=1, description="sgd and rmsprop: momentum (0.9 is common for sgd).")
+    weight_decay: float = Field(0.0, ge=0, lt=1, description="Decoupled weight decay (AdamW-family) or L2 penalty.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm; 0 disables clipping.")
     seed: int = Field(42, ge=0, le=MAX_SEED, description="Seed for initialisation, shuffling and dropout.")
     logging_steps: int = Field(5, ge=1, le=MAX_STEPS, description="Log the training loss every this many steps.")
@@ -127,6 +152,19 @@ class TrainingConfig(_Strict):
                              "step is a checkpoint the best can be restored from")
         if self.early_stopping_threshold and self.early_stopping_patience is None:
             raise ValueError("early_stopping_threshold needs early_stopping_patience")
+        if (self.lr_scheduler == "warmup_stable_decay") != (self.lr_decay_steps is not None):
+            raise ValueError("lr_decay_steps is given with lr_scheduler warmup_stable_decay, and only then")
+        misplaced = [name for name, value, default, schedulers in (
+            ("lr_cycles", self.lr_cycles, 1, ("cosine_with_restarts",)),
+            ("lr_power", self.lr_power, 1.0, ("polynomial",)),
+            ("lr_min_ratio", self.lr_min_ratio, 0.0, ("polynomial", "cosine_with_min_lr", "warmup_stable_decay")),
+        ) if value != default and self.lr_scheduler not in schedulers]
+        if misplaced:
+            raise ValueError(f"{', '.join(misplaced)} has no effect with lr_scheduler {self.lr_scheduler}")
+        if self.momentum and self.optimizer not in ("sgd", "rmsprop"):
+            raise ValueError(f"momentum has no effect with optimizer {self.optimizer} (sgd and rmsprop take it)")
+        if not all(0 <= beta < 1 for beta in self.adam_betas):
+            raise ValueError("adam_betas must both be in [0, 1)")
         return self
 
 
@@ -152,8 +190,16 @@ class Recipe(_Strict):
     objective: str = Field("sft", description="Objective plugin name (see `ftsdk plugins`).")
     objective_config: dict[str, Any] = Field(default_factory=dict, description="Options of the objective plugin.")
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="Shared hyperparameters.")
-    data: DataSpec = Field(description="Training and evaluation files.")
-    output_dir: Path = Field(description="Where the trained adapter or model is written.")
+    data: DataSpec | None = Field(
+        None, description="Training and evaluation files (needed to train; `ftsdk estimate` reads no data)."
+    )
+    chat_template: str | None = Field(
+        None, description="Chat template to train with: chatml, qwen, llama3, mistral, gemma, phi3, or a Jinja file "
+        "(relative to the recipe); None keeps the tokenizer's own. Saved with the output's tokenizer.",
+    )
+    output_dir: Path | None = Field(
+        None, description="Where the trained adapter or model is written (needed by `ftsdk train`, or --output-dir)."
+    )
     overwrite: bool = Field(False, description="Replace a non-empty output_dir.")
     distributed: DistributedConfig | None = Field(
         None, description="Train with several processes (DDP, FSDP2, DeepSpeed ZeRO); see docs/distributed.md."
@@ -166,12 +212,25 @@ class Recipe(_Strict):
         recipe = validate_config(cls, read_yaml_mapping(path, "recipe"), where=str(path))
         return recipe.model_copy(update=recipe._resolved_paths(path.parent))
 
+    def training_data(self, where: str = "the recipe") -> DataSpec:
+        """The data section, which training needs (estimating does not)."""
+        if self.data is None:
+            raise ConfigError(f"{where} has no data section: training needs one",
+                              hint="add  data: {train: train.jsonl, eval: val.jsonl}  (eval is optional)")
+        return self.data
+
     def _resolved_paths(self, base: Path) -> dict[str, Any]:
         def resolve(p: Any) -> Any:
             return p if not isinstance(p, Path) or p.is_absolute() else base / p
 
-        data = self.data.model_copy(update={"train": resolve(self.data.train), "eval": resolve(self.data.eval)})
+        data = self.data and self.data.model_copy(
+            update={"train": resolve(self.data.train), "eval": resolve(self.data.eval)}
+        )
         model = self.model
         if not Path(model.name).is_absolute() and (base / model.name).exists():
             model = model.model_copy(update={"name": str(base / model.name)})
-        return {"data": data, "output_dir": resolve(self.output_dir), "model": model}
+        template = self.chat_template
+        if template and template not in BUILTIN_TEMPLATES and not Path(template).is_absolute() \
+                and (base / template).is_file():
+            template = str(base / template)
+        return {"data": data, "output_dir": resolve(self.output_dir), "model": model, "chat_template": template}

@@ -8,8 +8,10 @@ On CPUs without it, bf16 is emulated and several times slower than float32.
 from __future__ import annotations
 
 import contextlib
+import os
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from ftsdk.errors import ConfigError
@@ -59,6 +61,69 @@ def _cpu_has_bf16(torch: object) -> bool:
     cpu = torch.cpu  # type: ignore[attr-defined]
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(cpu, check, lambda: False)() for check in checks)
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    """How many CPU threads torch computes with, and why: recorded in the manifest and shown in the report."""
+
+    threads: int
+    #: cores this process may run on
+    cores: int
+    #: cores that were idle when the run started (None where the system does not tell)
+    idle_cores: float | None
+    #: "set" (the user's training.threads) or "auto" (the idle cores)
+    source: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        idle = f", {self.idle_cores:.1f} idle at the start" if self.idle_cores is not None else ""
+        return f"{self.threads} of {self.cores} cores ({self.source}{idle})"
+
+
+def choose_threads(requested: int | None, *, processes: int = 1, sample_seconds: float = 0.3) -> ThreadChoice:
+    """``requested`` threads, or as many as there are idle cores (at least one, at most torch's default), shared
+    among the ``processes`` of a distributed run on this machine.
+
+    Two torch threads on a machine where another process keeps one of two cores busy wait on each other and run
+    3-9x slower than one thread; counting idle cores over a short sample avoids that oversubscription.
+    """
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if requested is not None:
+        return ThreadChoice(requested, cores, None, "set")
+    idle = idle_cores(sample_seconds)
+    default = torch.get_num_threads()
+    if idle is None:
+        return ThreadChoice(default, cores, None, "auto")
+    # a core counts as free when at least 3/4 of it was idle (a busy neighbour often leaves a sliver)
+    return ThreadChoice(max(1, min(default, int(idle + 0.25) // processes)), cores, idle, "auto")
+
+
+def idle_cores(sample_seconds: float) -> float | None:
+    """Idle CPU time per second over a short sample, read from ``/proc/stat``; None where it does not exist."""
+
+    def read() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as handle:
+                fields = [int(value) for value in handle.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return idle, sum(fields[:8])
+
+    first = read()
+    if first is None:
+        return None
+    time.sleep(sample_seconds)
+    second = read()
+    if second is None or second[1] <= first[1]:
+        return None
+    fraction = (second[0] - first[0]) / (second[1] - first[1])
+    return fraction * (os.cpu_count() or 1)
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import tempfile
 import time
 from collections.abc import Mapping
@@ -25,7 +26,7 @@ from ftsdk.config import ModelSpec, Recipe, TrainingConfig
 from ftsdk.data.formats import Conversation
 from ftsdk.data.loading import DataSet, load_dataset
 from ftsdk.data.sources import Source
-from ftsdk.device import torch_threads
+from ftsdk.device import ThreadChoice, choose_threads, torch_threads
 from ftsdk.distributed.config import DistributedConfig
 from ftsdk.errors import ConfigError
 from ftsdk.kinds import Adapter, Objective
@@ -70,7 +71,13 @@ class Tuner:
         objective_config: Mapping[str, Any] | None = None,
         training: TrainingConfig | Mapping[str, Any] | None = None,
         distributed: DistributedConfig | Mapping[str, Any] | None = None,
+        chat_template: str | None = None,
     ) -> None:
+        from ftsdk.data.templates import load_chat_template
+
+        #: the chat template chosen by name or file (None: the tokenizer's own), and its checked Jinja text
+        self.chat_template_name = chat_template
+        self.chat_template = load_chat_template(chat_template) if chat_template else None
         spec = {"name": model} if isinstance(model, str) else model
         self.model_spec: ModelSpec = validate_config(ModelSpec, spec, where="model")
         self.adapter: Adapter = plugins.create("adapter", adapter, adapter_config)  # type: ignore[assignment]
@@ -84,6 +91,7 @@ class Tuner:
         #: the folder this tuner last wrote (fit) or opened (load)
         self.output_dir: Path | None = None
         self._resolved: ResolvedModel | None = None
+        self._threads: ThreadChoice | None = None
 
     @classmethod
     def from_recipe(cls, recipe: Recipe | str | Path) -> Tuner:
@@ -98,6 +106,7 @@ class Tuner:
             objective_config=recipe.objective_config,
             training=recipe.training,
             distributed=recipe.distributed,
+            chat_template=recipe.chat_template,
         )
 
     @classmethod
@@ -119,6 +128,7 @@ class Tuner:
             adapter_config=manifest["adapter"]["config"],
             objective_config=manifest["objective"]["config"],
             training=manifest["training"],
+            chat_template=manifest.get("chat_template"),
         )
 
     @classmethod
@@ -196,6 +206,9 @@ class Tuner:
         from ftsdk.tracking import check_trackers
 
         check_trackers(self.training.report_to)
+        from ftsdk.training import check_optimizer
+
+        check_optimizer(self.training)
         from ftsdk.early_stopping import check_eval_metric
 
         check_eval_metric(self.training, self.objective.data_task, eval_set.examples if eval_set else None)
@@ -402,6 +415,8 @@ class Tuner:
     def _load_base(self, resolved: ResolvedModel | None = None) -> tuple[Any, Any]:
         self._resolved = resolved or resolve(self.model_spec)
         self.tokenizer = load_tokenizer(self._resolved, self.model_spec)
+        if self.chat_template is not None:
+            self.tokenizer.chat_template = self.chat_template  # saved with the output's tokenizer
         head = self.objective.model_head
         loaded = self.adapter.load_model(self._resolved, self.model_spec, self._placement(), head)
         self.model = self.objective.prepare_model(loaded)
@@ -464,6 +479,7 @@ class Tuner:
             "kind": self.adapter.produces,
             "adapter": producer("adapter", self.adapter),
             "objective": producer("objective", self.objective),
+            "chat_template": self.chat_template_name,
             "base_model": {
                 "reference": self._resolved.reference,
                 "origin": self._resolved.origin,
@@ -477,6 +493,7 @@ class Tuner:
                 "device": placement.device,
                 "dtype": placement.dtype_name,
                 "mixed_precision": mixed_precision(self.training, placement),
+                "threads": self._threads.as_dict() if self._threads else None,
             },
             "distributed": self._distributed_summary(),
             "data": {"train": train_set.summary(), "eval": eval_set.summary() if eval_set else None},

@@ -62,13 +62,14 @@ def prepare_train(step: TrainStep, ctx: Context) -> Prepared:
     tuner = Tuner.from_recipe(recipe)  # plugins, their configs and the training settings
     tuner.adapter.check_training(tuner.training, tuner.objective)
     tuner.objective.check_training(tuner.training, tuner.adapter)
-    files = [p for p in (recipe.data.train, recipe.data.eval) if p is not None]
+    data = recipe.training_data(f"the recipe of step '{step.name}'")
+    files = [p for p in (data.train, data.eval) if p is not None]
     for path in files:
         if not path.is_file():
             raise DataError(f"data file not found: {path}", hint="relative paths start at the recipe (or chain) file")
 
     def run(folder: Path) -> None:
-        Tuner.from_recipe(recipe).fit(recipe.data.train, eval_data=recipe.data.eval, output_dir=folder, overwrite=True)
+        Tuner.from_recipe(recipe).fit(data.train, eval_data=data.eval, output_dir=folder, overwrite=True)
 
     settings = {"adapter": _plugin_record("adapter", recipe.adapter),
                 "objective": _plugin_record("objective", recipe.objective),

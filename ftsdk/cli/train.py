@@ -40,6 +40,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     quick.add_argument("--model", default="smollm2-135m", help="base model (default: %(default)s)")
     quick.add_argument("--output-dir", default="runs/quickstart", help="where the adapter goes (%(default)s)")
     quick.add_argument("--epochs", type=float, default=None, help="training epochs (default: the tuned preset)")
+    quick.add_argument("--max-steps", type=int, default=None, metavar="N",
+                       help="a short run: stop training after N optimizer steps")
+    quick.add_argument("--limit", type=int, default=None, metavar="N",
+                       help="a short run: evaluate the first N test rows and fewer general prompts")
     quick.add_argument("--overwrite", action="store_true", help="replace an earlier quickstart output")
     quick.set_defaults(run=_cmd_quickstart)
 
@@ -58,6 +62,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(f"--nproc must be at least 1, got {asked}")
         distributed = recipe.distributed or DistributedConfig()
         recipe = recipe.model_copy(update={"distributed": distributed.model_copy(update={"nproc": int(asked)})})
+    data = recipe.training_data(args.recipe)
+    output_dir = args.output_dir or recipe.output_dir
+    if output_dir is None:
+        raise ConfigError(f"{args.recipe} has no output_dir", hint="add  output_dir: runs/NAME  or pass --output-dir")
     tuner = Tuner.from_recipe(recipe)  # validates plugins and their configs before any loading
     nproc = recipe.distributed.nproc if recipe.distributed else None
     if nproc is not None and not launched():
@@ -65,13 +73,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         return relaunch(_forwarded(args), nproc, env={NPROC_VARIABLE: str(nproc)})
     result = tuner.fit(
-        recipe.data.train,
-        eval_data=recipe.data.eval,
-        output_dir=args.output_dir or recipe.output_dir,
+        data.train,
+        eval_data=data.eval,
+        output_dir=output_dir,
         overwrite=args.overwrite or recipe.overwrite,
         resume=args.resume_from or args.resume,
         force_resume=args.force_resume,
-        columns=recipe.data.columns,
+        columns=data.columns,
     )
     if current_world().is_main:
         print(json.dumps({"output_dir": str(result.output_dir), "metrics": result.metrics}, indent=2))
@@ -108,5 +116,6 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 def _cmd_quickstart(args: argparse.Namespace) -> int:
     from ftsdk.quickstart.run import run_quickstart
 
-    run_quickstart(model=args.model, output_dir=args.output_dir, overwrite=args.overwrite, epochs=args.epochs)
+    run_quickstart(model=args.model, output_dir=args.output_dir, overwrite=args.overwrite, epochs=args.epochs,
+                   max_steps=args.max_steps, limit=args.limit)
     return 0

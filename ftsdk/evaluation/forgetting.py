@@ -43,8 +43,9 @@ class GeneralItem(BaseModel):
         return bool(numbers) and float(numbers[-1].replace(",", "")) == float(self.answers[0])
 
 
-def general_set(path: str | Path | None = None) -> list[GeneralItem]:
-    """The shipped general-purpose set, or one of the same shape from ``path``."""
+def general_set(path: str | Path | None = None, *, per_category: int | None = None) -> list[GeneralItem]:
+    """The shipped general-purpose set, or one of the same shape from ``path``; ``per_category`` keeps only the
+    first that many prompts of each category."""
     from pydantic import ValidationError
 
     from ftsdk.errors import DataError
@@ -62,7 +63,13 @@ def general_set(path: str | Path | None = None) -> list[GeneralItem]:
                                 hint="each line: {id, category, prompt, check, answers}") from None
     if not items:
         raise DataError(f"general set {source} holds no prompts")
-    return items
+    if per_category is None:
+        return items
+    kept: defaultdict[str, list[GeneralItem]] = defaultdict(list)
+    for item in items:
+        if len(kept[item.category]) < per_category:
+            kept[item.category].append(item)
+    return [item for group in kept.values() for item in group]
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,10 @@ class _Plan:
         self.schema = config.follow.schema() if config.follow else None
         self.kinds = {c.name: c.resolved_kind() for c in config.candidates}
         self.shots = {c.name: few_shot_turns(c.few_shot) if c.few_shot else [] for c in config.candidates}
-        self.general: list[GeneralItem] = general_set(config.forgetting.file) if config.forgetting.enabled else []
+        self.general: list[GeneralItem] = (
+            general_set(config.forgetting.file, per_category=config.forgetting.per_category)
+            if config.forgetting.enabled else []
+        )
         compared = config.forgetting.compare or [c.name for c in config.candidates if c.name != config.baseline_name]
         self.general_for = {config.baseline_name, *compared} if self.general else set()
         if config.output_dir is not None:

@@ -112,6 +112,9 @@ class ForgettingOptions(PluginConfig):
     category_threshold: float = Field(0.25, gt=0, le=1, description="Flag a category's accuracy drop above this.")
     max_new_tokens: int = Field(48, ge=4, le=512, description="Tokens generated per general prompt.")
     file: Path | None = Field(None, description="A general set of your own (JSONL like ftsdk's); None: ftsdk's.")
+    per_category: int | None = Field(
+        None, ge=1, description="Ask only the first this many prompts of each category (a quick check); None: all."
+    )
 
 
 class EvalConfig(PluginConfig):

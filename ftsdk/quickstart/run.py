@@ -44,21 +44,27 @@ def run_quickstart(
     output_dir: str | Path = "runs/quickstart",
     overwrite: bool = False,
     epochs: float | None = None,
+    max_steps: int | None = None,
+    limit: int | None = None,
 ) -> Comparison:
     """Fine-tune ``model`` on the bundled task; compare base, prompted base and tuned on the test split; print it.
 
     The adapter and its training report go to ``output_dir``, the comparison's report to ``output_dir/eval``.
+    The short form (``max_steps`` and ``limit``) walks the very same path in a minute or two: ``max_steps`` optimizer
+    steps, then the first ``limit`` test rows and the first ``limit // 6`` (at least 1) general prompts per category.
     """
     from ftsdk.tuner import Tuner
 
-    training = dict(PRESET["training"], **({"epochs": epochs} if epochs else {}))
+    training = dict(PRESET["training"], **({"epochs": epochs} if epochs else {}),
+                    **({"max_steps": max_steps} if max_steps else {}))
+    forgetting = dict(FORGETTING, **({"per_category": max(1, limit // 6)} if limit else {}))
     tuner = Tuner(model, adapter="lora", objective="sft", adapter_config=PRESET["adapter_config"], training=training)
     started = time.perf_counter()
     print(f"[1/2] LoRA fine-tuning {model} on {data_file('train').name}")
     result = tuner.fit(data_file("train"), eval_data=data_file("val"), output_dir=output_dir, overwrite=overwrite)
     print("[2/2] comparing base, base with a system prompt, and tuned on the held-out test split")
     comparison = tuner.evaluate(data_file("test"), prompts={"prompted": SYSTEM_PROMPT}, generation=GENERATION,
-                                forgetting=FORGETTING, overwrite=overwrite)
+                                forgetting=forgetting, overwrite=overwrite, limit=limit)
     print(comparison.summary())
     print(f"adapter, manifest, model card and training report: {result.output_dir}")
     print(f"evaluation report: {comparison.output_dir / 'report.html'} (and report.md)")
