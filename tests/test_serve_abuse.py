@@ -335,7 +335,7 @@ def test_a_disconnected_client_stops_its_generation(tiny_model_dir: Path) -> Non
             stopped_at = len(steps)
             start = time.monotonic()
             status, reply = running.chat(max_tokens=2)
-            assert status == 200 and time.monotonic() - start < 2.0
+            assert status == 200 and time.monotonic() - start < 3.0  # not the ~5 s left of the abandoned one
             assert len(steps) <= stopped_at + 3 + 2  # at most a step in flight, then the 2-token request
             assert stopped_at < 60, "the abandoned generation kept running"
 
@@ -347,7 +347,7 @@ def test_a_request_past_its_deadline_gets_504_and_stops(tiny_model_dir: Path) ->
         status, error = running.chat(max_tokens=200)
         took = time.monotonic() - start
         assert status == 504 and error["error"]["code"] == "timeout" and error["error"]["type"] == "server_error"
-        assert "1 s" in error["error"]["message"] and 0.9 < took < 2.5
+        assert "1 s" in error["error"]["message"] and 0.9 < took < 3.5  # not the 6 s of 200 tokens
         count = len(steps)
         time.sleep(0.3)
         assert len(steps) <= count + 1  # stopped generating

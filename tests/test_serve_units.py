@@ -101,3 +101,18 @@ def test_the_api_key_guard() -> None:
     for wrong in ({}, {"authorization": "Bearer other"}, {"authorization": "s3cret"},
                   {"authorization": "Bearer s3cret2"}, {"authorization": "Bearer s3cre"}):
         assert not guard.allows(Headers(wrong))
+
+
+@pytest.mark.parametrize(("text", "sent"), [
+    ("adapter '/home/me/runs/a' is not a PEFT adapter folder", "adapter '<path>' is not a PEFT adapter folder"),
+    ("could not load /tmp/x/adapter_model.safetensors: bad", "could not load <path>: bad"),
+    (r"cannot read C:\Users\me\key", "cannot read <path>"),
+    ("use letters, digits and ._:/- (at most 128)", "use letters, digits and ._:/- (at most 128)"),
+    ("see http://127.0.0.1:8000/v1 and runs/a/b", "see http://127.0.0.1:8000/v1 and runs/a/b"),
+    ("lone \ud800 surrogate", "lone ? surrogate"),
+    ("x" * 600, "x" * 497 + "..."),
+])
+def test_error_messages_hold_no_paths_and_are_bounded(text: str, sent: str) -> None:
+    from ftsdk.serving.errors import redact
+
+    assert redact(text) == sent

@@ -24,8 +24,8 @@ _TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit
 #: longest message an error body carries (a huge `model` field is not echoed back whole)
 MAX_MESSAGE_CHARS = 500
 #: absolute paths: POSIX with at least two parts (/home/me/x), or a Windows drive path (C:\x)
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.~/\\-])/(?:[^\s/'\"`,;()\[\]{}<>|]+/)+[^\s/'\"`,;()\[\]{}<>|]*"
-                            r"|\b[A-Za-z]:\\[^\s'\"`,;()\[\]{}<>|]*")
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~/\\-])/(?:[^\s/'\"`,:;()\[\]{}<>|]+/)+[^\s/'\"`,:;()\[\]{}<>|]*"
+                            r"|\b[A-Za-z]:\\[^\s'\"`,:;()\[\]{}<>|]*")
 
 
 def redact(text: str) -> str:
