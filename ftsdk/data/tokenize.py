@@ -125,8 +125,9 @@ def check_template(tokenizer: PreTrainedTokenizerBase, examples: Iterable[Exampl
     """Refuse conversations for a tokenizer without a chat template (raw text needs none)."""
     if not tokenizer.chat_template and any(not (isinstance(e, dict) and "text" in e) for e in examples):
         raise DataError(
-            "the tokenizer has no chat template, so conversations cannot be rendered",
-            hint="use an instruct model, or set tokenizer.chat_template before training",
+            "the tokenizer has no chat template (a base model), so conversations cannot be rendered",
+            hint="choose one: chat_template: chatml (or qwen, llama3, mistral, gemma, phi3, or a Jinja file) in the "
+            "recipe, Tuner(chat_template=...); or train on raw text rows {\"text\": ...}",
         )
 
 
