@@ -24,6 +24,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         action.set_defaults(run=run)
         if name == "check":
             action.add_argument("--json", action="store_true", help="print the report as JSON")
+            action.add_argument("--stream", action="store_true",
+                                help="one pass in bounded memory, for files larger than memory (no duplicate search)")
             continue
         action.add_argument("--out", required=True, help="output folder for the splits and the report")
         action.add_argument("--split", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VAL", "TEST"))
@@ -67,8 +69,14 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
     from ftsdk.data.curate import check, report_markdown
 
     source, columns = _source(args)
-    report = check(source, args.task, tokenizer=_tokenizer_for(args.model), max_length=args.max_length,
-                   near_threshold=args.near_threshold, columns=columns)
+    if args.stream:
+        from ftsdk.data.stream import check_stream
+
+        report = check_stream(source, args.task, tokenizer=_tokenizer_for(args.model), max_length=args.max_length,
+                              columns=columns)
+    else:
+        report = check(source, args.task, tokenizer=_tokenizer_for(args.model), max_length=args.max_length,
+                       near_threshold=args.near_threshold, columns=columns)
     print(json.dumps(report.as_dict(), indent=1) if args.json else report_markdown(report))
     return 0
 

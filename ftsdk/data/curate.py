@@ -108,7 +108,7 @@ def _flatten(value: Any) -> str:
     return "" if value is None else json.dumps(value, sort_keys=True, default=str)
 
 
-def _token_length(tokenizer: Any, example: Any) -> int:
+def token_length(tokenizer: Any, example: Any) -> int:
     """Tokens of the longest sequence a trainer builds from the example (prompt + its longest completion)."""
     if isinstance(example, list) or "messages" in example or "text" in example:
         from ftsdk.data.tokenize import tokenize_example
@@ -135,7 +135,7 @@ def _stats(data: DataSet, outputs: list[str], tokenizer: Any, max_length: int | 
         stats["labels"] = dict(sorted(Counter(labels).items()))
     too_long: list[int] = []
     if tokenizer is not None:
-        lengths = [_token_length(tokenizer, e) for e in data.examples]
+        lengths = [token_length(tokenizer, e) for e in data.examples]
         cut = statistics.quantiles(lengths, n=100) if len(lengths) > 1 else lengths * 99
         stats["tokens"] = {"mean": round(statistics.fmean(lengths), 1), "p50": cut[49], "p90": cut[89],
                            "p99": cut[98], "max": max(lengths), "total": sum(lengths)}
@@ -167,7 +167,7 @@ def _analyse(data: DataSet, tokenizer: Any, max_length: int | None, near_thresho
     ]
     pii: dict[str, list[int]] = defaultdict(list)
     for line, example in zip(lines, data.raw):
-        for kind in sorted({m.kind for m in find_pii(json.dumps(example, ensure_ascii=False))}):
+        for kind in pii_kinds(example):
             pii[kind].append(line)
     whole = [f"{i}\n{o}" for i, o in zip(inputs, outputs)]
     return DataReport(
@@ -181,13 +181,23 @@ def _analyse(data: DataSet, tokenizer: Any, max_length: int | None, near_thresho
         contradictions=contradictions,
         pii=dict(pii),
         short_outputs=[lines[i] for i, o in enumerate(outputs) if len(o.strip()) < min_output_chars],
-        truncated_outputs=[lines[i] for i, o in enumerate(outputs) if len(o) >= 200 and not o.rstrip().endswith(_TERMINAL)],
+        truncated_outputs=[lines[i] for i, o in enumerate(outputs) if looks_truncated(o)],
         too_long=too_long,
-        empty_prompts=[line for line, e in zip(lines, data.examples) if _has_empty_prompt(e)],
+        empty_prompts=[line for line, e in zip(lines, data.examples) if has_empty_prompt(e)],
     )
 
 
-def _has_empty_prompt(example: Any) -> bool:
+def looks_truncated(output: str) -> bool:
+    """A long output that does not end like a sentence, list or code block does."""
+    return len(output) >= 200 and not output.rstrip().endswith(_TERMINAL)
+
+
+def pii_kinds(row: dict) -> list[str]:
+    """The kinds of personal data found anywhere in a raw row."""
+    return sorted({m.kind for m in find_pii(json.dumps(row, ensure_ascii=False))})
+
+
+def has_empty_prompt(example: Any) -> bool:
     """Whether a user, system or tool turn is empty or whitespace-only (an assistant one would be an error)."""
     return any(m["role"] != "assistant" and not m["content"].strip() for m in conversation_of(example) or [])
 
@@ -283,6 +293,8 @@ def report_markdown(report: DataReport, removed: dict[str, list[int]] | None = N
            f"{report.rows} rows, {report.format} format, sha256 `{report.sha256[:12]}`", ""]
     if "labels" in report.stats:
         out += ["| label | rows |", "|---|---|"] + [f"| {k} | {v} |" for k, v in report.stats["labels"].items()] + [""]
+    if report.stats.get("streamed"):
+        out += ["Checked in one pass (--stream): duplicates and contradictions were not searched.", ""]
     if "tokens" in report.stats:
         out += ["Tokens per row: " + ", ".join(f"{k} {v}" for k, v in report.stats["tokens"].items()), ""]
     findings = [
