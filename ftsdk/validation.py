@@ -149,21 +149,26 @@ def load_yaml(text: str, source: str) -> Any:
     """Parse one YAML document the way ``yaml.safe_load`` does, within ftsdk's limits; errors name the line."""
     import yaml
 
+    def at(mark: Any) -> str:
+        return f"{source}, line {mark.line + 1}, column {mark.column + 1}" if mark else source
+
+    loader = None
     try:
         loader = _bounded_loader()(text)
-        try:
-            return loader.get_single_data()
-        finally:
-            loader.dispose()
+        return loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{source}, line {mark.line + 1}, column {mark.column + 1}" if mark else source
         problem = " ".join(part for part in (exc.context, exc.problem) if part)
-        raise ConfigError(f"{where}: {_short(problem, 400)}") from None
+        raise ConfigError(f"{at(exc.problem_mark or exc.context_mark)}: {_short(problem, 400)}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source} is not valid YAML: {_short(str(exc), 400)}") from None
+    except (ValueError, OverflowError) as exc:  # PyYAML's scanner: an escape such as "\U99999999" is no character
+        mark = loader.get_mark() if loader is not None else None
+        raise ConfigError(f"{at(mark)}: cannot read this text: {_short(str(exc), 200)}") from None
     except RecursionError:
         raise ConfigError(f"{source}: nested too deeply (at most {MAX_YAML_DEPTH} levels)") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 @functools.cache

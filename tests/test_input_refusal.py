@@ -98,6 +98,8 @@ def test_recipe_good_numbers_still_pass(tmp_path):
         ("a: 1\nb: " + "7" * 5000, "line 2, column 4: cannot read this value"),
         ("a: 2020-13-45", "line 1, column 4: cannot read this value: month must be in 1..12"),
         ('a: "\\ud800"', "lone surrogate"),
+        ('a: "\\U00110000"', "line 1, column 7: cannot read this text: chr() arg not in range"),
+        ('a: "\\U' + "9" * 40 + '"', "cannot read this text: Python int too large"),
         ("a: *nothing", "found undefined alias"),
         ("a: 1\n---\nb: 2", "expected a single document"),
     ],
