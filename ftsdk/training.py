@@ -58,6 +58,55 @@ def mixed_precision(training: TrainingConfig, placement: Placement) -> str:
     return training.mixed_precision
 
 
+#: ftsdk's optimizer names -> transformers' ``optim`` values (every one takes a step on CPU; tests/test_optimizers.py)
+OPTIMIZERS = {
+    "adamw": "adamw_torch_fused",  # transformers 5's default; fused on CPU too
+    "adamw_8bit": "adamw_bnb_8bit",
+    "paged_adamw": "paged_adamw_32bit",
+    "paged_adamw_8bit": "paged_adamw_8bit",
+    "adafactor": "adafactor",
+    "sgd": "sgd",
+    "adagrad": "adagrad",
+    "rmsprop": "rmsprop",
+    "lion": "lion_32bit",
+    "lion_8bit": "lion_8bit",
+    "ademamix": "ademamix",
+    "ademamix_8bit": "ademamix_8bit",
+}
+#: optimizers bitsandbytes provides
+BNB_OPTIMIZERS = frozenset({"adamw_8bit", "paged_adamw", "paged_adamw_8bit", "lion", "lion_8bit", "ademamix",
+                            "ademamix_8bit"})
+
+
+def check_optimizer(training: TrainingConfig) -> None:
+    """Refuse, before any model loads, a bitsandbytes optimizer when bitsandbytes is not installed."""
+    import importlib.util
+
+    from ftsdk.errors import ConfigError
+
+    if training.optimizer in BNB_OPTIMIZERS and importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError(f"training.optimizer {training.optimizer} comes from bitsandbytes, which is not installed",
+                          hint='pip install "ftsdk[bnb]"')
+
+
+def optimizer_arguments(t: TrainingConfig) -> dict[str, Any]:
+    """TrainingArguments for the optimizer and the learning-rate schedule's own options."""
+    schedule: dict[str, Any] = {
+        "cosine_with_restarts": {"num_cycles": t.lr_cycles},
+        "polynomial": {"power": t.lr_power, "lr_end": t.lr_min_ratio * t.learning_rate},
+        "cosine_with_min_lr": {"min_lr_rate": t.lr_min_ratio},
+        "warmup_stable_decay": {"num_decay_steps": t.lr_decay_steps, "min_lr_ratio": t.lr_min_ratio},
+    }.get(t.lr_scheduler, {})
+    return {
+        "optim": OPTIMIZERS[t.optimizer],
+        "adam_beta1": t.adam_betas[0],
+        "adam_beta2": t.adam_betas[1],
+        "adam_epsilon": t.adam_epsilon,
+        "optim_args": f"momentum={t.momentum}" if t.momentum else None,
+        "lr_scheduler_kwargs": schedule,
+    }
+
+
 def _checkpointing_argument() -> str:
     from dataclasses import fields
 
@@ -87,6 +136,7 @@ def trainer_arguments(job: TrainJob) -> dict[str, Any]:
         "gradient_accumulation_steps": t.gradient_accumulation,
         "warmup_steps": t.warmup_ratio,  # a float below 1 is a ratio of the total steps
         "lr_scheduler_type": t.lr_scheduler,
+        **optimizer_arguments(t),
         "weight_decay": t.weight_decay,
         "max_grad_norm": t.max_grad_norm,
         "seed": t.seed,

@@ -209,6 +209,9 @@ class Tuner:
         from ftsdk.training import check_optimizer
 
         check_optimizer(self.training)
+        from ftsdk.training import check_optimizer
+
+        check_optimizer(self.training)
         from ftsdk.early_stopping import check_eval_metric
 
         check_eval_metric(self.training, self.objective.data_task, eval_set.examples if eval_set else None)
