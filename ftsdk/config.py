@@ -165,19 +165,6 @@ class TrainingConfig(_Strict):
             raise ValueError(f"momentum has no effect with optimizer {self.optimizer} (sgd and rmsprop take it)")
         if not all(0 <= beta < 1 for beta in self.adam_betas):
             raise ValueError("adam_betas must both be in [0, 1)")
-        if (self.lr_scheduler == "warmup_stable_decay") != (self.lr_decay_steps is not None):
-            raise ValueError("lr_decay_steps is given with lr_scheduler warmup_stable_decay, and only then")
-        misplaced = [name for name, value, default, schedulers in (
-            ("lr_cycles", self.lr_cycles, 1, ("cosine_with_restarts",)),
-            ("lr_power", self.lr_power, 1.0, ("polynomial",)),
-            ("lr_min_ratio", self.lr_min_ratio, 0.0, ("polynomial", "cosine_with_min_lr", "warmup_stable_decay")),
-        ) if value != default and self.lr_scheduler not in schedulers]
-        if misplaced:
-            raise ValueError(f"{', '.join(misplaced)} has no effect with lr_scheduler {self.lr_scheduler}")
-        if self.momentum and self.optimizer not in ("sgd", "rmsprop"):
-            raise ValueError(f"momentum has no effect with optimizer {self.optimizer} (sgd and rmsprop take it)")
-        if not all(0 <= beta < 1 for beta in self.adam_betas):
-            raise ValueError("adam_betas must both be in [0, 1)")
         return self
 
 
