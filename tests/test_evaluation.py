@@ -141,7 +141,7 @@ def test_gguf_candidate_matches_transformers(run, tiny_model_dir, tmp_path):
         {"name": "hf", "source": str(tiny_model_dir), "generation": GENERATION},
         {"name": "gguf", "source": str(gguf), "generation": GENERATION}]})
     hf, ll = comparison["hf"], comparison["gguf"]
-    assert ll.kind == "gguf" and ll.runtime == "llama.cpp"
+    assert ll.kind == "gguf" and ll.runtime == "llama.cpp (f16 KV cache)"  # llama-cpp-python's default cache
     assert ll.metrics["perplexity"] == pytest.approx(hf.metrics["perplexity"], rel=1e-3)
     assert [e.choice for e in ll.examples] == [e.choice for e in hf.examples]
 

@@ -127,13 +127,10 @@ def test_mergekit_only_methods_equal_mergekit_and_load(
 
 
 def test_a_union_tokenizer_goes_to_mergekit(models: dict[str, Path], tmp_path: Path) -> None:
+    import torch
     from transformers import AutoTokenizer
 
-    from ftsdk.merging.testing import variant
-
-    import torch
-
-    from ftsdk.merging.testing import write_weights
+    from ftsdk.merging.testing import variant, write_weights
 
     grown = variant(models["dense"], tmp_path / "grown", lambda n, t: t)  # a fine-tune that added two tokens
     tokenizer = AutoTokenizer.from_pretrained(grown)

@@ -87,8 +87,23 @@ class TransformersBackend(Backend):
             return perplexity(self.model, self.tokenizer, texts, max_length=self.max_length)
 
 
+def kv_cache_type(llm: Any) -> str:
+    """The element type of a ``llama_cpp.Llama``'s KV cache, as llama.cpp names it: ``f16`` (llama-cpp-python's
+    default), ``f32``, ``q8_0``...; ``K q8_0, V f16`` when keys and values differ."""
+    import llama_cpp
+
+    names = {value: key.removeprefix("GGML_TYPE_").lower() for key, value in vars(llama_cpp).items()
+             if key.startswith("GGML_TYPE_") and isinstance(value, int)}
+    keys, values = (names.get(t, str(t)) for t in (llm.context_params.type_k, llm.context_params.type_v))
+    return keys if keys == values else f"K {keys}, V {values}"
+
+
 class GgufBackend(Backend):
-    """A GGUF model run by llama.cpp (``ftsdk.gguf.runtime``); prompts use the chat template stored in the file."""
+    """A GGUF model run by llama.cpp (``ftsdk.gguf.runtime``); prompts use the chat template stored in the file.
+
+    The runtime recorded in results names the KV cache type: llama-cpp-python's default f16 cache moves an f32
+    GGUF's log-probabilities ~1e-2 from transformers (an f32 cache: ~3e-5; docs/evaluation.md).
+    """
 
     runtime = "llama.cpp"
 
@@ -96,6 +111,7 @@ class GgufBackend(Backend):
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.llm = llm
+        self.runtime = f"llama.cpp ({kv_cache_type(llm)} KV cache)"
         template = llm.metadata.get("tokenizer.chat_template")
         if not template:
             from ftsdk.errors import ModelLoadError
