@@ -38,7 +38,24 @@ message = st.fixed_dictionaries({"role": st.sampled_from(ROLES)}, optional={
     "tool_call_id": text, "name": text})
 tool = st.fixed_dictionaries({"type": st.just("function"), "function": st.fixed_dictionaries(
     {"name": text}, optional={"parameters": values, "description": text})})
+VALID = [
+    {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+    {"instruction": "say hi", "output": "hi"},
+    {"prompt": "2+2?", "completion": "4"},
+    {"text": "a document"},
+    {"prompt": "q", "chosen": "good", "rejected": "bad"},
+    {"prompt": "q", "completion": "a", "label": True},
+    {"tools": [{"type": "function", "function": {"name": "f"}}], "messages": [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]},
+]
+valid = st.sampled_from(VALID)
+# a valid row with one field replaced by a generated value
+mutated = st.builds(lambda row, key, value: {**row, key: value}, valid, st.sampled_from(KEYS), values)
 rows = st.one_of(
+    valid,
+    mutated,
     st.fixed_dictionaries({"messages": st.lists(message, max_size=5)}, optional={"tools": st.lists(tool, max_size=2)}),
     st.fixed_dictionaries({"instruction": text, "output": text}, optional={"input": text | values}),
     st.fixed_dictionaries({"prompt": text | st.lists(message, max_size=3), "completion": text | values},
@@ -90,7 +107,8 @@ def _property(items: list, raw: bytes, suffix: str, task: str) -> None:
 def _test(budget: int):
     @settings(max_examples=budget, derandomize=True, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
-    @given(st.lists(rows, min_size=1, max_size=4), st.binary(max_size=64), st.sampled_from(SUFFIXES),
+    @given(st.lists(rows, min_size=1, max_size=4) | st.lists(st.one_of(valid, mutated), min_size=1, max_size=4),
+           st.binary(max_size=64), st.sampled_from(SUFFIXES),
            st.sampled_from(sorted(FORMATS_OF_TASK)))
     def run(items, raw, suffix, task):
         _property(items, raw, suffix, task)

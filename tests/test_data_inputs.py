@@ -172,3 +172,11 @@ def test_a_lone_surrogate_fails_the_check(tmp_path, suffix, capsys):
 def test_a_folder_is_not_mistaken_for_a_missing_file(tmp_path):
     (tmp_path / "empty").mkdir()
     assert "holds no data files" in refused(tmp_path / "empty")
+
+
+def test_a_file_without_one_readable_row_lists_why(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"prompt": "caf\\ud800"}\n[1]\n{broken\n')
+    message = refused(path)
+    assert "3 invalid row(s)" in message and "line 1: holds a lone surrogate" in message
+    assert "line 2: expected a JSON object, got list" in message and "line 3: not valid JSON" in message

@@ -54,12 +54,13 @@ class Problems:
         if len(self.listed) < MAX_LISTED_PROBLEMS:
             self.listed.append(text)
 
-    def raise_if_any(self, label: str, format_name: str) -> None:
+    def raise_if_any(self, label: str, format_name: str | None) -> None:
         if not self.count:
             return
         shown = self.listed + ([f"... and {self.count - len(self.listed)} more"] if self.count > len(self.listed)
                                else [])
-        raise DataError(f"{label}: {self.count} invalid row(s) in {format_name} format", problems=shown,
+        kind = f" in {format_name} format" if format_name else ""
+        raise DataError(f"{label}: {self.count} invalid row(s){kind}", problems=shown,
                         hint="fix or remove these rows; nothing was loaded or trained")
 
 
@@ -81,8 +82,13 @@ def validated_rows(source: Path | HubData, task: str, columns: Mapping[str, str]
         if isinstance(row, dict):
             first = row
             break
-    if first is None and not any(isinstance(row, Unreadable) for _, row in head):
-        raise DataError(f"{label} holds no rows")
+    if first is None:
+        for place, row in head:
+            problems.add(f"{describe(place, unit)}: " + (row.reason if isinstance(row, Unreadable) else
+                                                         f"expected a JSON object, got {type(row).__name__}"))
+        if not problems.count:
+            raise DataError(f"{label} holds no rows")
+        problems.raise_if_any(label, None)
     format_name = detect_format(first, task) if first is not None else None
     if format_name is None:
         keys = sorted(first) if first is not None else []
