@@ -209,9 +209,6 @@ class Tuner:
         from ftsdk.training import check_optimizer
 
         check_optimizer(self.training)
-        from ftsdk.training import check_optimizer
-
-        check_optimizer(self.training)
         from ftsdk.early_stopping import check_eval_metric
 
         check_eval_metric(self.training, self.objective.data_task, eval_set.examples if eval_set else None)
@@ -224,7 +221,11 @@ class Tuner:
         run_fingerprint = self._fingerprint(train_set, eval_set, world.size)
         start = plan_resume(checkpoints_dir(output), resume=resume, force=force_resume, overwrite=overwrite,
                             run_fingerprint=run_fingerprint, is_main=world.is_main)
-        with torch_threads(self.training.threads):
+        self._threads = choose_threads(self.training.threads, processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        if world.is_main:
+            placement = self._placement()
+            print(f"training on {placement.device} in {placement.dtype_name}, {self._threads.describe()}")
+        with torch_threads(self._threads.threads):
             return self._train(train_set, eval_set, output, overwrite, start, run_fingerprint)
 
     def _train(
