@@ -32,6 +32,7 @@ EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
                             "max_completion_length": 4},
     ("objective", "ppo"): {"reward_functions": [f"{REWARDS}:letter_e"], "max_new_tokens": 4, "ppo_epochs": 1},
     ("merger", "slerp"): {"t": 0.5},
+    ("merger", "mergekit"): {"config": {"merge_method": "task_arithmetic", "parameters": {"weight": 0.5}}},
 }
 PLUGINS = plugins.list_plugins()
 #: what the kit finds wrong in built-in plugins today, (kind, name) -> the finding; strict: a fix makes it fail

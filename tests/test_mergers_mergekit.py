@@ -216,6 +216,20 @@ def test_the_explicit_form_and_relative_paths(models: dict[str, Path], tmp_path:
     assert_same_weights(out, mergekit_run(absolute, tmp_path / "mergekit"))
 
 
+def test_ftsdk_models_with_a_mergekit_method(models: dict[str, Path], tmp_path: Path) -> None:
+    """`method: mergekit` whose document names no models takes the config's models (their parameters are
+    mergekit's) and base_model."""
+    config = {"method": "mergekit", "base_model": str(models["base"]),
+              "models": [{"model": str(models[n]), "parameters": {"weight": w}} for n, w in (("dense", 0.6),
+                                                                                          ("sparse", 0.4))],
+              "parameters": {"config": {"merge_method": "nuslerp", "dtype": "float32"}}}
+    out = merge(config | {"output": str(tmp_path / "ftsdk")})
+    document = {"merge_method": "nuslerp", "dtype": "float32", "base_model": str(models["base"]),
+                "models": config["models"]}
+    assert_same_weights(out, mergekit_run(document, tmp_path / "mergekit"))
+    assert [i["role"] for i in read_manifest(out)["inputs"]] == ["base", "model", "model"]
+
+
 def _refused(config: dict[str, Any], error: type[Exception], *needles: str, output: Path) -> None:
     with pytest.raises(error) as caught:
         merge(config | {"output": str(output)})
@@ -257,6 +271,12 @@ def test_bad_documents_fail_before_any_work(models: dict[str, Path], tmp_path: P
     crime = {"merge_method": "model_stock", "base_model": str(models["base"]),
              "models": [{"model": str(models["sparse"])}, {"model": str(mistral)}]}
     _refused(crime, ConfigError, "mergekit refuses the inputs", "allow_crimes", output=out)
+    from ftsdk.merging.testing import variant
+
+    narrow = variant(models["dense"], tmp_path / "narrow", lambda n, t: t[..., :-1] if t.dim() == 2 else t)
+    franken = frankenmerge(models)
+    franken["slices"][1]["sources"][0]["model"] = str(narrow)
+    _refused(franken, ConfigError, "differ at model.embed_tokens.weight: (64,) vs (63,)", output=out)
 
 
 def test_without_mergekit_installed_the_error_says_how(models: dict[str, Path], tmp_path: Path,

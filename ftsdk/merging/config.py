@@ -97,8 +97,17 @@ class MergeConfig(_Strict):
 
 
 def _explicit_mergekit(raw: dict[str, Any]) -> dict[str, Any]:
-    """``method: mergekit`` with the document under ``parameters.config``: its models become the inputs."""
-    document = (raw.get("parameters") or {}).get("config")
+    """``method: mergekit`` with the document under ``parameters.config``: its models become the inputs; a
+    document naming none takes the config's ``models`` and ``base_model``."""
+    parameters = dict(raw.get("parameters") or {})
+    document = parameters.get("config")
+    if isinstance(document, Mapping) and not any(document.get(k) for k in ("models", "slices", "modules")):
+        models = [m if isinstance(m, Mapping) else {"model": m} for m in raw.get("models") or []]
+        parameters["config"] = {**document, "models": models}
+        if raw.get("base_model") is not None:
+            parameters["config"].setdefault("base_model", raw["base_model"])
+        inputs = [{"model": m.get("model")} for m in models]  # their parameters are mergekit's, in the document
+        return raw | {"models": inputs, "parameters": parameters, "backend": "mergekit"}
     if isinstance(document, Mapping) and not raw.get("models"):
         base = document.get("base_model")
         models = [{"model": m} for m in referenced_models(document) if m != base] or [{"model": base}]

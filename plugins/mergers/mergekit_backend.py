@@ -14,6 +14,7 @@ import hashlib
 import importlib.metadata
 import os
 import random
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from mergekit.config import MergeConfiguration
 
 LICENSE = "LGPL-3.0-only"
+_LAYER = re.compile(r"\.layers\.\d+\.")
 
 
 class MergekitOptions(PluginConfig):
@@ -70,6 +72,7 @@ class MergekitMerger(Merger):
         raw = self.config.config
         document = _document(raw)
         folders = _open_inputs(request, raw)
+        _check_shapes(folders)
         _check_layer_ranges(raw, folders)
         _plan(document, self._options(request, seed=0))
         seed = self.config.seed if self.config.seed is not None else secrets.randbits(31)
@@ -138,6 +141,27 @@ def _open_inputs(request: MergeRequest, raw: dict[str, Any]) -> dict[str, ModelF
         model.checkpoint.close()
         folders[reference] = model
     return folders
+
+
+def _check_shapes(folders: dict[str, ModelFolder]) -> None:
+    """The inputs' tensors agree in name and shape, layer for layer (the vocabulary's rows may differ): mergekit
+    would otherwise fail midway through the merge."""
+    def layout(model: ModelFolder) -> dict[str, tuple[int, ...]]:
+        shapes = {}
+        for name, info in model.checkpoint.tensors.items():
+            shape = tuple(info.shape)
+            shapes[_LAYER.sub(".layers.N.", name)] = shape[1:] if shape and shape[0] == model.vocab_size else shape
+        return shapes
+
+    models = list(folders.values())
+    first = layout(models[0])
+    for other in models[1:]:
+        theirs = layout(other)
+        differing = sorted(n for n in set(first) | set(theirs) if first.get(n) != theirs.get(n))
+        if differing:
+            name = differing[0]
+            raise ConfigError(f"{models[0].label} and {other.label} differ at {name}: {first.get(name)} vs "
+                              f"{theirs.get(name)}", hint="mergekit merges models of one architecture and size")
 
 
 def _check_layer_ranges(raw: dict[str, Any], folders: dict[str, ModelFolder]) -> None:
