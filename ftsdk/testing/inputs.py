@@ -16,14 +16,17 @@ def cast_model(base: str | Path, folder: str | Path, dtype: str) -> Path:
 
 
 def make_lora_adapter(base: str | Path, folder: str | Path, rank: int = 4, seed: int = 0) -> Path:
-    """A LoRA adapter of ``base`` on q_proj and v_proj with random A and B (as if trained), saved by PEFT."""
+    """A LoRA adapter of ``base`` on q_proj and v_proj (fused qkv_proj where the architecture fuses them, as
+    Phi-3) with random A and B (as if trained), saved by PEFT."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    targets = [n for n in ("q_proj", "v_proj") if n in names] or [n for n in ("qkv_proj",) if n in names]
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, init_lora_weights=False)
     get_peft_model(model, config).save_pretrained(folder)
     return Path(folder)
 

@@ -17,6 +17,47 @@ if TYPE_CHECKING:
 CACHE_METHODS = frozenset({"PREFIX_TUNING", "CARTRIDGE"})
 
 
+#: parent-module names that hold a decoder block's attention / feed-forward projections, across architectures
+#: (Llama/Qwen/Gemma/Mistral/Phi-3: self_attn and mlp; GPT-2: attn and mlp; Falcon/BLOOM: self_attention)
+BLOCK_PARTS = {"attention": ("self_attn", "attn", "attention", "self_attention"),
+               "mlp": ("mlp", "feed_forward", "ffn")}
+
+
+def layer_groups(model: Any) -> dict[str, list[str]]:
+    """Short names of the linear layers in each part of the decoder blocks, read from the model's own modules.
+
+    ``{"attention": ["k_proj", "o_proj", "q_proj", "v_proj"], "mlp": [...]}`` for Llama;
+    ``{"attention": ["o_proj", "qkv_proj"], "mlp": ["down_proj", "gate_up_proj"]}`` for Phi-3's fused layers.
+    """
+    import torch
+
+    groups: dict[str, set[str]] = {part: set() for part in BLOCK_PARTS}
+    for full, module in model.named_modules():
+        if not (isinstance(module, torch.nn.Linear) or type(module).__name__ in ("Linear4bit", "Linear8bitLt")):
+            continue
+        path = full.split(".")
+        for part, parents in BLOCK_PARTS.items():
+            if len(path) >= 2 and path[-2] in parents:
+                groups[part].add(path[-1])
+    return {part: sorted(names) for part, names in groups.items()}
+
+
+def resolve_targets(model: Any, targets: str | list[str]) -> str | list[str]:
+    """``target_modules`` for PEFT: a list as given, ``all-linear`` as PEFT resolves it, ``attention`` / ``mlp``
+    / ``attention+mlp`` as the names of those linear layers in this model (:func:`layer_groups`)."""
+    if isinstance(targets, list) or targets == "all-linear":
+        return targets
+    groups = layer_groups(model)
+    names = sorted({name for part in targets.split("+") for name in groups[part]})
+    if not names:
+        from ftsdk.modules import linear_module_names
+
+        raise ConfigError(f"target_modules {targets!r}: {type(model).__name__} has no linear layer under a module "
+                          f"named {' or '.join(p for part in targets.split('+') for p in BLOCK_PARTS[part])}",
+                          hint="name the layers: " + ", ".join(linear_module_names(model)))
+    return names
+
+
 def task_type(model: Any) -> str:
     """PEFT's task type for ``model``: sequence classification (its score head is then trained too) or causal LM."""
     return "SEQ_CLS" if type(model).__name__.endswith("ForSequenceClassification") else "CAUSAL_LM"

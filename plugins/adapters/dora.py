@@ -27,7 +27,7 @@ class DoraAdapter(LoraAdapter):
     config: DoraConfig
 
     def peft_kwargs(self, model: Any) -> dict[str, Any]:
-        return {**self.config.peft_kwargs(), "use_dora": True}
+        return {**super().peft_kwargs(model), "use_dora": True}
 
 
 @hookimpl

@@ -21,7 +21,9 @@ class Ia3Config(PluginConfig):
     target_modules: list[str] | None = Field(
         None,
         min_length=1,
-        description="Layers to rescale. None: PEFT's default for the architecture (Llama: k_proj, v_proj, down_proj).",
+        description="Layers to rescale. None: PEFT's default for the architecture (Llama: k_proj, v_proj, down_proj), "
+        "else the keys, values (or fused qkv) and feed-forward down projection found in the model (Phi-3: qkv_proj, "
+        "down_proj).",
     )
     feedforward_modules: list[str] | None = Field(
         None,
@@ -73,17 +75,29 @@ class Ia3Adapter(PeftAdapter):
 
 
 def _defaults(model: Any) -> tuple[list[str], list[str]]:
-    """PEFT's default IA3 target and feed-forward layers for the model's architecture (empty when unknown)."""
+    """IA3 target and feed-forward layers: PEFT's default for the model type, else found in the model's own
+    blocks (keys and values, fused qkv where they are fused as in Phi-3, and the feed-forward down projection);
+    empty when neither knows."""
     from peft.utils import (
         TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING,
         TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING,
     )
 
+    from ftsdk_plugins.adapters._peft import layer_groups
+
     model_type = model.config.model_type
-    return (
-        list(TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING.get(model_type, [])),
-        list(TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING.get(model_type, [])),
-    )
+    if model_type in TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING:
+        return (
+            list(TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING[model_type]),
+            list(TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING.get(model_type, [])),
+        )
+    groups = layer_groups(model)
+    keys_values = [n for n in groups["attention"] if n in ("k_proj", "v_proj")] or [
+        n for n in groups["attention"] if "qkv" in n or "query_key_value" in n]
+    down = [n for n in groups["mlp"] if "down" in n or n in ("fc2", "c_proj", "dense_4h_to_h", "w2")]
+    if not keys_values or not down:
+        return [], []
+    return keys_values + down, down
 
 
 @hookimpl

@@ -1,4 +1,5 @@
-"""GGUF for llama.cpp: a transformers Llama-family folder (or a PEFT LoRA adapter) as one ``.gguf`` file.
+"""GGUF for llama.cpp: a transformers folder (Llama, Mistral, Qwen2/2.5, Qwen3, Gemma 2/3, Phi-3) or a PEFT LoRA
+adapter of one as one ``.gguf`` file.
 
 Float types are written directly; quantized types go through an f32 (or bf16) intermediate that llama.cpp
 quantizes in-process (``llama_cpp.llama_model_quantize``), listing (from its log) the tensors it kept at another
@@ -76,10 +77,13 @@ class GGUFQuantizer(Quantizer):
 
     def predicted_misfits(self, source: Path, *, announce: bool = False) -> dict[str, str]:
         """Check the model folder cheaply and predict, from config.json, the tensors that will not fit the type."""
-        from ftsdk.gguf.convert import check_model_config, row_sizes
+        from ftsdk.gguf.convert import caveats, check_model_config, row_sizes
         from ftsdk.gguf.vocab import pre_tokenizer_name, read_tokenizer_json
 
         config = check_model_config(source)
+        if announce:
+            for caveat in caveats(config):
+                log.warning("%s: %s", source, caveat)
         tokenizer_json = read_tokenizer_json(source)
         if self.config.pre_tokenizer is None:
             pre_tokenizer_name(tokenizer_json, source)
@@ -103,7 +107,7 @@ class GGUFQuantizer(Quantizer):
         return self._model(job)
 
     def _model(self, job: QuantizeJob) -> dict[str, Any]:
-        from ftsdk.gguf.convert import convert_model
+        from ftsdk.gguf.convert import caveats, check_model_config, convert_model
         from ftsdk.gguf.quantize import TensorReport, quantize_gguf
         from ftsdk.gguf.runtime import llama_log_level
 
@@ -134,7 +138,9 @@ class GGUFQuantizer(Quantizer):
         if problems and cfg.on_misfit == "error":
             out.unlink()
             raise ConfigError(problems[0], hint="set on_misfit: warn to accept llama.cpp's fallback types")
+        problems += caveats(check_model_config(job.source))
         facts: dict[str, Any] = {
+            "architecture": converted["architecture"],
             "type": cfg.type,
             "intermediate": None if gguf_type.is_float else cfg.intermediate,
             "pre_tokenizer": converted["pre_tokenizer"],
