@@ -196,6 +196,7 @@ def run_trainer(trainer: Any) -> TrainOutcome:
             callback.attach(trainer)  # callbacks that log through the trainer (ftsdk.early_stopping.TaskMetrics)
     if not trainer.args.bf16:
         _undo_bf16_adapter_cast(trainer.model)
+    _loraplus_optimizer(trainer)
     trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
     # accelerate wrapped forward() in an autocast for mixed precision: undo it, so the trained model
     # computes exactly as it will when reloaded from disk
@@ -204,6 +205,22 @@ def run_trainer(trainer: Any) -> TrainOutcome:
     from ftsdk.early_stopping import best_summary
 
     return TrainOutcome(final_metrics(history), history, best_summary(trainer))
+
+
+def _loraplus_optimizer(trainer: Any) -> None:
+    """LoRA+ (the lora adapter's ``loraplus_lr_ratio``): PEFT's optimizer with B's learning rate scaled, built
+    from the optimizer class and options ftsdk's settings chose; the Trainer then schedules its groups."""
+    ratio = getattr(trainer.model, "ftsdk_loraplus_lr_ratio", None)
+    if ratio is None or trainer.optimizer is not None:
+        return
+    from peft.optimizers import create_loraplus_optimizer
+
+    optimizer_cls, kwargs = trainer.get_optimizer_cls_and_kwargs(trainer.args, trainer.model)
+    kwargs = dict(kwargs)
+    learning_rate = kwargs.pop("lr")
+    trainer.optimizer = create_loraplus_optimizer(trainer.model, optimizer_cls, lr=learning_rate,
+                                                  loraplus_lr_ratio=ratio,
+                                                  loraplus_weight_decay=trainer.args.weight_decay, **kwargs)
 
 
 def _undo_bf16_adapter_cast(model: Any) -> None:

@@ -11,7 +11,6 @@ from pydantic import Field, model_validator
 from ftsdk import PluginConfig, hookimpl
 from ftsdk_plugins.adapters._peft import PeftAdapter, resolve_targets
 
-
 #: initialisations that move part of the base weights into the update: the saved adapter is converted
 CONVERTED_INITS = ("pissa", "olora")
 #: the attribute of a wrapped model that asks ftsdk.training.run_trainer for a LoRA+ optimizer
