@@ -24,12 +24,12 @@ QUICK_TRAINING: dict[str, Any] = {"max_steps": 2, "batch_size": 4, "learning_rat
 QUICK_LORA: dict[str, Any] = {"r": 4, "dropout": 0.0}
 
 
-def _base_model(model_dir: Path | None, tmp_path: Path) -> Path:
+def _base_model(model_dir: Path | None, tmp_path: Path, architecture: str = "llama") -> Path:
     if model_dir is not None:
         return Path(model_dir)
-    from ftsdk.testing.tiny import build_tiny_model
+    from ftsdk.testing.tiny import TinySpec, build_tiny_model
 
-    return build_tiny_model(tmp_path / "tiny-model")
+    return build_tiny_model(tmp_path / f"tiny-{architecture}", TinySpec(), architecture)
 
 
 def _data(task: str, data: str | Path | None, tmp_path: Path) -> Path:
@@ -134,14 +134,16 @@ def check_adapter_trains(
     objective: str = "sft",
     training: Mapping[str, Any] | None = None,
     tolerance: float = 1e-4,
+    architecture: str = "llama",
 ) -> Any:
     """The adapter trains a few steps through ``Tuner`` and its output reloads as trained.
 
     Checked: ``wrap`` leaves trainable weights and training moves them; a finite loss is logged; the output
     holds what ``produces`` says (a PEFT adapter or a full model folder), reloads with ``Tuner.load``
     and computes the same logits as the trained model (within ``tolerance``; quantized bases need more).
-    ``model_dir`` defaults to a fresh tiny model, ``data`` to
-    chat rows of a tiny task. Returns the :class:`ftsdk.FitResult`.
+    ``model_dir`` defaults to a fresh tiny model of ``architecture`` (one of
+    :data:`ftsdk.testing.tiny.TINY_ARCHITECTURES`: llama, mistral, qwen2, qwen3, gemma2, gemma3, phi3), ``data``
+    to chat rows of a tiny task. Returns the :class:`ftsdk.FitResult`.
     """
     from ftsdk import Tuner
 
@@ -149,7 +151,8 @@ def check_adapter_trains(
     require_installed(cls)
     tmp_path = Path(tmp_path)
     with active(cls):
-        tuner = Tuner(str(_base_model(Path(model_dir) if model_dir else None, tmp_path)), adapter=cls.name,
+        tuner = Tuner(str(_base_model(Path(model_dir) if model_dir else None, tmp_path, architecture)),
+                      adapter=cls.name,
                       adapter_config=dict(config or {}), objective=objective,
                       training={**QUICK_TRAINING, **(training or {})})
         task = tuner.objective.data_task

@@ -10,6 +10,10 @@ Run it from a plugin's own pytest suite (the fixtures: ``pytest_plugins = ["ftsd
     def test_trains(tmp_path, tiny_model_dir):
         conformance.check_adapter_trains(MyAdapter, {"blocks": 1}, tmp_path, model_dir=tiny_model_dir)
 
+    @pytest.mark.parametrize("architecture", TINY_ARCHITECTURES)  # from ftsdk.testing.tiny
+    def test_trains_on_every_architecture(tmp_path, architecture):
+        conformance.check_adapter_trains(MyAdapter, {"blocks": 1}, tmp_path, architecture=architecture)
+
 Every check raises :class:`ConformanceError` (an AssertionError) saying what the plugin did wrong and how to
 fix it. The cheap checks (config, registration, typed errors, light import) take milliseconds; the behaviour
 checks (:func:`check_adapter_trains`, :func:`check_objective_trains`, :func:`check_quantizer_output_loads`,
