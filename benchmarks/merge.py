@@ -9,6 +9,11 @@ The launcher itself never imports torch: Linux carries a parent's resident size 
 
     python benchmarks/merge.py                       # linear and ties, about 5-10 minutes
     python benchmarks/merge.py --layers 4 --methods linear   # a quick smoke run
+    python benchmarks/merge.py --layers 3 --methods slerp dare_ties --dtype bfloat16 --threads 2
+
+``--threads N`` runs both tools with N torch threads (ftsdk's ``threads``, mergekit's ``--num-threads``):
+their long sums split between threads, so bitwise agreement needs equal counts (docs/merging.md).
+Random methods run with seed 7 in both (mergekit's ``--random-seed``, ftsdk's ``parameters.seed``).
 """
 
 from __future__ import annotations
@@ -31,7 +36,14 @@ PARAMETERS = {
     "linear": lambda i: {"weight": [0.4, 0.2, 0.2, 0.2][i]},
     "ties": lambda i: {"weight": [0.5, 0.3, 0.7][i], "density": [0.5, 0.4, 0.6][i]},
     "task_arithmetic": lambda i: {"weight": [0.5, 0.3, 0.7][i]},
+    "dare_ties": lambda i: {"weight": [0.5, 0.3, 0.7][i], "density": [0.5, 0.4, 0.6][i]},
+    "slerp": lambda i: {},
 }
+#: per-method options: SLERP with per-layer gradients and filters
+OPTIONS = {"slerp": {"t": [{"filter": "self_attn", "value": [0, 0.5, 1]}, {"filter": "mlp", "value": [1, 0.3]},
+                           {"value": 0.4}]}}
+SEED = 7
+RANDOM = {"dare_ties"}
 
 
 def llama_shapes(hidden: int, intermediate: int, layers: int, vocab: int) -> dict[str, tuple[int, ...]]:
@@ -74,11 +86,12 @@ def build_models(root: Path, args: argparse.Namespace) -> list[Path]:
             tensor = torch.randn(shape, generator=base_generator) * 0.02
             if index:
                 tensor += torch.randn(shape, generator=generator) * 0.002
-            if current and size + tensor.numel() * 4 > args.shard_mb * 1_000_000:
+            tensor = tensor.to(getattr(torch, args.dtype))
+            if current and size + tensor.numel() * tensor.element_size() > args.shard_mb * 1_000_000:
                 shards.append(current)
                 current, size = {}, 0
             current[name] = tensor
-            size += tensor.numel() * 4
+            size += tensor.numel() * tensor.element_size()
         shards.append(current)
         weight_map = {}
         for number, shard in enumerate(shards, 1):
@@ -89,17 +102,22 @@ def build_models(root: Path, args: argparse.Namespace) -> list[Path]:
     return folders
 
 
-def write_config(root: Path, method: str, folders: list[Path]) -> Path:
-    """A mergekit-format YAML, run unchanged by both tools."""
-    inputs = folders if method == "linear" else folders[1:]
+def write_config(root: Path, method: str, folders: list[Path], dtype: str, tool: str) -> Path:
+    """A mergekit-format YAML, the same for both tools but for ftsdk's spelling of the seed of random methods."""
+    inputs = {"linear": folders, "slerp": folders[:2]}.get(method, folders[1:])
     config = {
         "merge_method": method,
         "models": [{"model": str(f), "parameters": PARAMETERS[method](i)} for i, f in enumerate(inputs)],
-        "dtype": "float32",
+        "dtype": dtype,
     }
+    parameters = dict(OPTIONS.get(method, {}))
+    if method in RANDOM and tool == "ftsdk":
+        parameters["seed"] = SEED
+    if parameters:
+        config["parameters"] = parameters
     if method != "linear":
         config["base_model"] = str(folders[0])
-    path = root / f"{method}.yaml"
+    path = root / f"{method}-{tool}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -127,7 +145,7 @@ def difference(a: Path, b: Path) -> tuple[float, int, int]:
     assert set(left.tensors) == set(right.tensors), set(left.tensors) ^ set(right.tensors)
     largest, differing, total = 0.0, 0, 0
     for name in left.tensors:
-        gap = (left.read(name) - right.read(name)).abs()
+        gap = (left.read(name).double() - right.read(name).double()).abs()
         largest = max(largest, float(gap.max()))
         differing += int((gap > 1e-6).sum())
         total += gap.numel()
@@ -150,6 +168,9 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=16)
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--shard-mb", type=int, default=400, help="input shard size")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="dtype the models are stored in and merged in")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of both tools (default: theirs)")
     parser.add_argument("--workdir", type=Path, default=None, help="where models are built (default: a temp dir)")
     parser.add_argument("--build", type=Path, help=argparse.SUPPRESS)  # subprocess modes
     parser.add_argument("--compare", type=Path, nargs=2, help=argparse.SUPPRESS)
@@ -163,7 +184,7 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="ftsdk-merge-bench-", dir=args.workdir))
     bin_dir = Path(sys.executable).parent
-    sizes = [f"--{name}={getattr(args, name)}" for name in ("hidden", "intermediate", "layers", "vocab")]
+    sizes = [f"--{name}={getattr(args, name)}" for name in ("hidden", "intermediate", "layers", "vocab", "dtype")]
     try:
         started = time.perf_counter()
         folders = [Path(f) for f in run_json("--build", str(root), f"--shard-mb={args.shard_mb}", *sizes)]
@@ -172,10 +193,16 @@ def main() -> None:
               f"{len(list(folders[0].glob('*.safetensors')))} shards")
         rows = []
         for method in args.methods:
-            config = write_config(root, method, folders)
+            mk_config = write_config(root, method, folders, args.dtype, "mergekit")
+            ft_config = write_config(root, method, folders, args.dtype, "ftsdk")
+            if args.threads:
+                ft_yaml = yaml.safe_load(ft_config.read_text())
+                ft_config.write_text(yaml.safe_dump(ft_yaml | {"threads": args.threads}, sort_keys=False))
             mk_out, ft_out = root / f"out-mergekit-{method}", root / f"out-ftsdk-{method}"
-            mk = timed([str(bin_dir / "mergekit-yaml"), str(config), str(mk_out)])
-            ft = timed([str(bin_dir / "ftsdk"), "merge", str(config), "--output", str(ft_out)])
+            mk_flags = (["--random-seed", str(SEED)] if method in RANDOM else []) + (
+                ["--num-threads", str(args.threads)] if args.threads else [])
+            mk = timed([str(bin_dir / "mergekit-yaml"), str(mk_config), str(mk_out), *mk_flags])
+            ft = timed([str(bin_dir / "ftsdk"), "merge", str(ft_config), "--output", str(ft_out)])
             rows.append((method, mk, ft, run_json("--compare", str(mk_out), str(ft_out))))
             shutil.rmtree(mk_out)
             shutil.rmtree(ft_out)
