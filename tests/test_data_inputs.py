@@ -180,3 +180,10 @@ def test_a_file_without_one_readable_row_lists_why(tmp_path):
     message = refused(path)
     assert "3 invalid row(s)" in message and "line 1: holds a lone surrogate" in message
     assert "line 2: expected a JSON object, got list" in message and "line 3: not valid JSON" in message
+
+
+def test_prompt_rows_keep_any_extra_columns_through_the_check(tmp_path):
+    rows = [{"prompt": "2+2?", "completion": None, "text": None, "messages": [], "answer": [1, [2]]},
+            {"prompt": "3+3?", "completion": [{"x": 1}], "text": "t", "messages": [{"role": "user"}]}]
+    report = check(write_jsonl(tmp_path / "p.jsonl", rows), "prompt")
+    assert report.rows == 2 and report.format == "prompt"

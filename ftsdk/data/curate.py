@@ -78,8 +78,7 @@ def conversation_of(example: Any) -> list[dict[str, Any]] | None:
     """The messages of an SFT example (plain or with tools), or None (raw text, other tasks)."""
     if isinstance(example, list):
         return example
-    messages = example.get("messages")
-    return messages if isinstance(messages, list) else None
+    return example["messages"] if example.keys() == {"messages", "tools"} else None
 
 
 def row_texts(example: Any) -> tuple[str, str]:
@@ -92,7 +91,7 @@ def row_texts(example: Any) -> tuple[str, str]:
         turns = [m for m in conversation if m["role"] != "system"]
         last = max(i for i, m in enumerate(turns) if m["role"] == "assistant")
         return "\n".join(f"{m['role']}: {_turn_text(m)}" for m in turns[:last]), _turn_text(turns[last])
-    if "text" in example:
+    if example.keys() == {"text"}:
         return "", example["text"]
     prompt = example.get("prompt", "")
     output = example.get("chosen", example.get("completion", ""))
@@ -110,7 +109,7 @@ def _flatten(value: Any) -> str:
 
 def token_length(tokenizer: Any, example: Any) -> int:
     """Tokens of the longest sequence a trainer builds from the example (prompt + its longest completion)."""
-    if isinstance(example, list) or "messages" in example or "text" in example:
+    if conversation_of(example) is not None or example.keys() == {"text"}:
         from ftsdk.data.tokenize import tokenize_example
 
         return len(tokenize_example(tokenizer, example, 10**9).input_ids)
