@@ -20,7 +20,7 @@ from ftsdk.errors import (
     UnknownPluginError,
 )
 from ftsdk.hookspecs import hookimpl
-from ftsdk.kinds import Adapter, Merger, Objective, PluginConfig, Quantizer
+from ftsdk.kinds import Adapter, Launcher, Merger, Objective, PluginConfig, Quantizer
 
 __version__ = "0.1.0"
 
@@ -66,6 +66,7 @@ __all__ = [
     "DataError",
     "FitResult",
     "FtsdkError",
+    "Launcher",
     "Merger",
     "ModelLoadError",
     "ModelSpec",

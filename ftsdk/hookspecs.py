@@ -43,10 +43,16 @@ def register_mergers(register: Register) -> None:
     """Register :class:`ftsdk.kinds.Merger` subclasses: how several models become one."""
 
 
+@hookspec
+def register_launchers(register: Register) -> None:
+    """Register :class:`ftsdk.kinds.Launcher` subclasses: how the processes of a training run are started."""
+
+
 #: hook name for each kind of plugin
 HOOK_OF_KIND = {
     "adapter": "register_adapters",
     "objective": "register_objectives",
     "quantizer": "register_quantizers",
     "merger": "register_mergers",
+    "launcher": "register_launchers",
 }

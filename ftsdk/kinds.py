@@ -19,6 +19,7 @@ from ftsdk.validation import StrictModel, validate_config
 if TYPE_CHECKING:
     from ftsdk.config import ModelSpec, TrainingConfig
     from ftsdk.device import Placement
+    from ftsdk.distributed.launch import LaunchRequest
     from ftsdk.merging.request import MergeRequest
     from ftsdk.models import ResolvedModel
     from ftsdk.quantizing import QuantizeJob
@@ -178,9 +179,28 @@ class Merger(Plugin):
         naming the input at fault, else return the merge ready to run."""
 
 
+class Launcher(Plugin):
+    """How the processes of a training run are started: on this machine, across nodes, or by a cluster manager.
+
+    ``ftsdk train`` hands it a :class:`ftsdk.distributed.launch.LaunchRequest`: the same ``ftsdk train`` command
+    for every process, the ``distributed`` settings (processes per node, nodes, rendezvous, restarts) and the
+    output folder. The processes it starts must see torch.distributed's variables (RANK, WORLD_SIZE, ...).
+    """
+
+    kind: ClassVar[str] = "launcher"
+
+    def check(self, request: LaunchRequest) -> None:
+        """Raise :class:`ftsdk.errors.ConfigError` if this launcher cannot start ``request`` (before any work)."""
+
+    @abstractmethod
+    def launch(self, request: LaunchRequest) -> int:
+        """Start the run (or submit it) and return an exit status: 0 when it succeeded (or was submitted)."""
+
+
 INTERFACE_OF_KIND: dict[str, type[Plugin]] = {
     "adapter": Adapter,
     "objective": Objective,
     "quantizer": Quantizer,
     "merger": Merger,
+    "launcher": Launcher,
 }

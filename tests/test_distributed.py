@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from ftsdk import ConfigError
+from ftsdk import ConfigError, plugins
 from ftsdk.config import Recipe
 from ftsdk.distributed.config import DistributedConfig
-from ftsdk.distributed.launch import torchrun_command
+from ftsdk.distributed.launch import LaunchRequest
 from ftsdk.distributed.strategies import check_strategy, check_trainer, trainer_options
 from ftsdk.distributed.world import World, check_world, current_world
 
@@ -153,13 +153,14 @@ def test_the_recipe_section_is_typed(tmp_path):
         Recipe.from_yaml(path)
 
 
-def test_the_relaunch_forwards_no_option_torchrun_would_take():
+def test_the_relaunch_forwards_no_option_torchrun_would_take(tmp_path):
     from ftsdk.cli.train import _forwarded
 
     args = argparse.Namespace(recipe="r.yaml", output_dir="o", overwrite=True, resume=True, resume_from=None,
-                              force_resume=True, nproc=2)
-    command = torchrun_command(_forwarded(args), 2)
-    assert command[:6] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m"]
+                              force_resume=True, nproc=2, nnodes=2, max_restarts=1, rdzv_endpoint="h:1")
+    request = LaunchRequest(_forwarded(args), DistributedConfig(nproc=2), tmp_path / "o")
+    command = plugins.create("launcher", "torchrun").command(request)
+    assert command[:5] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
     script_args = command[command.index("ftsdk.cli") + 1:]
     assert script_args == ["train", "r.yaml", "--output-dir", "o", "--overwrite", "--resume", "--force-resume"]
 

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-
-#: carries ``--nproc`` to the processes torchrun starts
-NPROC_VARIABLE = "FTSDK_NPROC"
+from pathlib import Path
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -18,6 +15,19 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--nproc", type=int, metavar="N",
                        help="train with N processes on this machine (re-runs itself under torchrun; "
                        "strategy from the recipe's distributed section, DDP by default)")
+    train.add_argument("--nnodes", type=int, metavar="N",
+                       help="train on N machines: run the same command on each (with --rdzv-endpoint)")
+    train.add_argument("--node-rank", type=int, metavar="R",
+                       help="this machine's rank among the nodes (optional: the rendezvous assigns ranks)")
+    train.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
+                       help="where the nodes meet (torchrun's c10d rendezvous): a node every node reaches")
+    train.add_argument("--max-restarts", type=int, metavar="N",
+                       help="restart the processes up to N times when one dies; they continue from the newest "
+                       "sealed checkpoint (needs training.save_steps)")
+    train.add_argument("--launcher", metavar="NAME",
+                       help="the launcher plugin that starts the processes: torchrun (default), slurm, ray")
+    train.add_argument("--submit", action="store_true",
+                       help="slurm launcher: submit the written sbatch script (otherwise only write it)")
     train.add_argument("--resume", action="store_true",
                        help="continue from the newest complete checkpoint in OUTPUT_DIR.checkpoints "
                        "(written every training.save_steps steps)")
@@ -50,34 +60,30 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from ftsdk.config import Recipe
-    from ftsdk.distributed.config import DistributedConfig
-    from ftsdk.distributed.world import current_world, launched
+    from ftsdk.distributed.launch import OVERRIDES_VARIABLE, LaunchRequest, launch, overrides_from, with_overrides
+    from ftsdk.distributed.world import current_world, elastic_restart, launched
     from ftsdk.errors import ConfigError
     from ftsdk.tuner import Tuner
 
     recipe = Recipe.from_yaml(args.recipe)
-    asked = args.nproc if args.nproc is not None else os.environ.get(NPROC_VARIABLE)
-    if asked is not None:
-        if int(asked) < 1:
-            raise ConfigError(f"--nproc must be at least 1, got {asked}")
-        distributed = recipe.distributed or DistributedConfig()
-        recipe = recipe.model_copy(update={"distributed": distributed.model_copy(update={"nproc": int(asked)})})
+    overrides = overrides_from(vars(args))
+    if overrides:
+        recipe = recipe.model_copy(update={"distributed": with_overrides(recipe.distributed, overrides)})
     data = recipe.training_data(args.recipe)
     output_dir = args.output_dir or recipe.output_dir
     if output_dir is None:
         raise ConfigError(f"{args.recipe} has no output_dir", hint="add  output_dir: runs/NAME  or pass --output-dir")
     tuner = Tuner.from_recipe(recipe)  # validates plugins and their configs before any loading
-    nproc = recipe.distributed.nproc if recipe.distributed else None
-    if nproc is not None and not launched():
-        from ftsdk.distributed.launch import relaunch
-
-        return relaunch(_forwarded(args), nproc, env={NPROC_VARIABLE: str(nproc)})
+    if recipe.distributed is not None and recipe.distributed.needs_launch and not launched():
+        request = LaunchRequest(_forwarded(args), recipe.distributed, Path(output_dir), node_rank=args.node_rank,
+                                env={OVERRIDES_VARIABLE: json.dumps(overrides)}, submit=args.submit)
+        return launch(request)
     result = tuner.fit(
         data.train,
         eval_data=data.eval,
         output_dir=output_dir,
         overwrite=args.overwrite or recipe.overwrite,
-        resume=args.resume_from or args.resume,
+        resume=args.resume_from or args.resume or elastic_restart(output_dir),
         force_resume=args.force_resume,
         columns=data.columns,
     )
@@ -89,7 +95,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _forwarded(args: argparse.Namespace) -> list[str]:
     """The ``ftsdk train`` arguments every process of a relaunch receives.
 
-    Not ``--nproc``: torchrun's parser takes it for its own ``--nproc-per-node`` (the environment carries it).
+    Not ``--nproc`` and the other launch options: torchrun's parser takes ``--nproc`` for its own
+    ``--nproc-per-node`` (the environment carries them, see ``ftsdk.distributed.launch.OVERRIDES_VARIABLE``).
     """
     argv = ["train", args.recipe]
     if args.output_dir:

@@ -1,25 +1,126 @@
-"""``ftsdk train --nproc N``: run the same command again as N processes under torchrun, in a child process."""
+"""Starting the processes of a run: what a launcher plugin receives, and torchrun's command line.
+
+``ftsdk train`` with ``--nproc``/``--nnodes``/``--launcher`` (or a ``distributed:`` section that asks for them)
+hands the same ``ftsdk train`` command to a launcher plugin (:class:`ftsdk.kinds.Launcher`), which starts it as
+every process of the run; those processes find themselves under the launcher and train.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftsdk.distributed.config import DistributedConfig
+from ftsdk.errors import ConfigError
+
+#: carries the command line's distributed settings (``--nproc``, ``--nnodes``) to the processes a launcher starts
+OVERRIDES_VARIABLE = "FTSDK_DISTRIBUTED"
+#: the ``distributed`` fields the command line sets
+OVERRIDABLE = ("nproc", "nnodes", "launcher", "rdzv_endpoint", "max_restarts")
 
 
-def torchrun_command(argv: Sequence[str], nproc: int) -> list[str]:
-    """The torchrun (``torch.distributed.run``) command line that runs ``ftsdk ARGV`` as ``nproc`` processes.
+@dataclass(frozen=True)
+class LaunchRequest:
+    """One run to start: the ``ftsdk`` arguments every process runs, and how many processes where."""
 
-    ``--standalone`` picks a free local port for the rendezvous, so runs side by side do not collide.
-    torchrun parses abbreviations of its own options even among the script's arguments: an argument such as
-    ``--nproc`` (a prefix of ``--nproc-per-node``) must not be forwarded.
+    #: ``ftsdk`` arguments of every process (``["train", RECIPE, ...]``), without the launch options
+    argv: list[str]
+    distributed: DistributedConfig
+    #: the run's output folder (checkpoints go beside it): on shared storage for several nodes
+    output_dir: Path
+    #: variables every process needs (the command line's distributed settings)
+    env: dict[str, str] = field(default_factory=dict)
+    #: this node's rank, when the user gave it (c10d's rendezvous assigns ranks otherwise)
+    node_rank: int | None = None
+    #: submit the job to the cluster's scheduler, not only write it (slurm)
+    submit: bool = False
+
+    @property
+    def nproc(self) -> int:
+        """Processes per node (one when the recipe leaves it open)."""
+        return self.distributed.nproc or 1
+
+    @property
+    def rdzv_id(self) -> str:
+        """The rendezvous id, the same on every node for the same command: the recipe's, else the output's hash."""
+        if self.distributed.rdzv_id:
+            return self.distributed.rdzv_id
+        return "ftsdk-" + hashlib.sha256(str(self.output_dir.resolve()).encode()).hexdigest()[:16]
+
+
+def overrides_from(values: Mapping[str, Any | None], env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The distributed settings given on the command line, or else carried by the launcher's environment."""
+    given = {key: value for key, value in values.items() if key in OVERRIDABLE and value is not None}
+    if given:
+        return given
+    carried = (os.environ if env is None else env).get(OVERRIDES_VARIABLE)
+    return json.loads(carried) if carried else {}
+
+
+def with_overrides(config: DistributedConfig | None, overrides: Mapping[str, Any]) -> DistributedConfig | None:
+    """``config`` with the command line's settings, validated (one ConfigError naming the option)."""
+    if not overrides:
+        return config
+    from ftsdk.validation import validate_config
+
+    current = {name: getattr(config, name) for name in DistributedConfig.model_fields} if config else {}
+    return validate_config(DistributedConfig, {**current, **overrides}, where="distributed (command line)")
+
+
+def torchrun_arguments(request: LaunchRequest, *, nnodes: str, node_rank: str | None, endpoint: str | None,
+                       rdzv_id: str, extra: Sequence[str] = ()) -> list[str]:
+    """torchrun's own options for ``request`` (node count, rank and endpoint may be shell variables).
+
+    One node without an endpoint uses ``--standalone`` (a free local port, so runs side by side do not collide);
+    otherwise the c10d rendezvous at ``endpoint``, the same command on every node.
     """
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "ftsdk.cli", *argv]
+    config = request.distributed
+    options = [f"--nproc-per-node={request.nproc}", f"--max-restarts={config.max_restarts}"]
+    if endpoint is None:
+        options.insert(0, "--standalone")
+    else:
+        options = [f"--nnodes={nnodes}", *([f"--node-rank={node_rank}"] if node_rank is not None else []),
+                   "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", f"--rdzv-id={rdzv_id}", *options]
+    return [*options, *extra]
 
 
-def relaunch(argv: Sequence[str], nproc: int, env: Mapping[str, str] | None = None) -> int:
-    """Run ``ftsdk ARGV`` under torchrun with ``nproc`` processes (extra ``env``) and wait; return its exit status."""
-    command = torchrun_command(argv, nproc)
-    return subprocess.run(command, check=False, env={**os.environ, **(env or {})}).returncode
+def torchrun_command(argv: Sequence[str], options: Sequence[str], python: str | None = None) -> list[str]:
+    """The command that runs ``ftsdk ARGV`` under torchrun (``torch.distributed.run``) with its ``options``.
+
+    torchrun parses abbreviations of its own options even among the script's arguments: an argument such as
+    ``--nproc`` (a prefix of ``--nproc-per-node``) must not be forwarded (the environment carries it).
+    """
+    return [python or sys.executable, "-m", "torch.distributed.run", *options, "-m", "ftsdk.cli", *argv]
+
+
+def run_command(command: Sequence[str], env: Mapping[str, str]) -> int:
+    """Run ``command`` with extra ``env`` and wait; return its exit status."""
+    return subprocess.run(list(command), check=False, env={**os.environ, **env}).returncode
+
+
+def launch(request: LaunchRequest) -> int:
+    """Start ``request`` with its launcher plugin (``distributed.launcher``); return the exit status."""
+    from ftsdk import plugins
+
+    config = request.distributed
+    launcher = plugins.create("launcher", config.launcher, config.launcher_config)
+    launcher.check(request)  # type: ignore[attr-defined]
+    return launcher.launch(request)  # type: ignore[attr-defined]
+
+
+def check_multi_node(request: LaunchRequest) -> None:
+    """Refuse several nodes without a rendezvous endpoint (each node would train alone)."""
+    if request.distributed.nnodes > 1 and request.distributed.rdzv_endpoint is None:
+        raise ConfigError(
+            f"distributed.nnodes is {request.distributed.nnodes} but no rendezvous endpoint is given: the nodes "
+            "could not find each other",
+            hint="pass --rdzv-endpoint HOST:PORT (a node every node reaches, the same on all), or set "
+            "distributed.rdzv_endpoint",
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from ftsdk.distributed.config import DistributedConfig
 from ftsdk.errors import ConfigError
@@ -18,7 +19,7 @@ class World:
     local_rank: int = 0
     size: int = 1
     local_size: int = 1
-    #: "torchrun", "accelerate" or None (a plain process)
+    #: "torchrun", "accelerate", "ray" or None (a plain process)
     launcher: str | None = None
 
     @property
@@ -34,8 +35,10 @@ class World:
 def current_world(env: Mapping[str, str] | None = None) -> World:
     """The world described by the launcher's environment variables (RANK, WORLD_SIZE, LOCAL_RANK, ...)."""
     env = os.environ if env is None else env
-    if any(key.startswith("ACCELERATE_") for key in env):
-        launcher: str | None = "accelerate"
+    if env.get("FTSDK_LAUNCHER"):  # set by launcher plugins whose engine sets no variable of its own (ray)
+        launcher: str | None = env["FTSDK_LAUNCHER"]
+    elif any(key.startswith("ACCELERATE_") for key in env):
+        launcher = "accelerate"
     elif "TORCHELASTIC_RUN_ID" in env:
         launcher = "torchrun"
     else:
@@ -55,11 +58,23 @@ def launched() -> bool:
     return "WORLD_SIZE" in os.environ
 
 
+def elastic_restart(output_dir: str | Path, env: Mapping[str, str] | None = None) -> bool:
+    """Whether this process is an elastic restart (torchrun's ``--max-restarts``, a requeued Slurm job) of a run
+    that left a sealed checkpoint for ``output_dir``: then it continues from there instead of starting over."""
+    env = os.environ if env is None else env
+    if int(env.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0 and int(env.get("SLURM_RESTART_COUNT", "0")) == 0:
+        return False
+    from ftsdk.checkpoints import checkpoints_dir, complete_checkpoints
+
+    return bool(complete_checkpoints(checkpoints_dir(output_dir)))
+
+
 def check_world(config: DistributedConfig | None, world: World, device: str) -> None:
     """Refuse the launches that would silently train something else than asked (before any model is loaded)."""
-    if config is not None and config.nproc is not None and world.size != config.nproc:
+    if config is not None and config.world_size is not None and world.size != config.world_size:
+        nodes = f" x nnodes {config.nnodes}" if config.nnodes > 1 else ""
         raise ConfigError(
-            f"distributed.nproc is {config.nproc} but this process sees a world of {world.size} "
+            f"distributed.nproc is {config.nproc}{nodes} but this process sees a world of {world.size} "
             f"(launcher: {world.launcher or 'none'})",
             hint=_launch_hint(world),
         )

@@ -1,0 +1,1 @@
+"""Built-in launchers: how the processes of a training run are started (torchrun, Slurm, Ray Train)."""
