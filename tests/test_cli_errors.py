@@ -172,3 +172,7 @@ def test_a_bug_is_not_dressed_as_a_user_error(capsys, monkeypatch):
     parser_code = main(["plugins"])
     err = capsys.readouterr().err
     assert parser_code == 1 and "unexpected ZeroDivisionError" in err and "--debug" in err
+
+
+def test_a_missing_module_of_ftsdk_itself_is_a_bug_not_a_package_to_install():
+    assert describe(ModuleNotFoundError("No module named 'ftsdk.nothing'", name="ftsdk.nothing")) is None

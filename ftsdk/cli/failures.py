@@ -33,7 +33,7 @@ def describe(exc: BaseException) -> str | None:
 
     if isinstance(exc, FtsdkError):
         return str(exc)
-    if isinstance(exc, ImportError):
+    if isinstance(exc, ImportError) and not (exc.name or "").startswith("ftsdk"):  # ftsdk's own: a bug
         return _missing_package(exc)
     if isinstance(exc, UnicodeError):
         return (f"a file is not readable text ({exc.__class__.__name__}: {exc.reason})\n"
