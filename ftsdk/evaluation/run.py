@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -121,8 +120,6 @@ def evaluate(config: EvalConfig | Mapping[str, Any] | str | Path, *,
     general: dict[str, Any] = {}
     try:
         for spec in config.candidates:
-            print(f"evaluating {spec.name} ({plan.kinds[spec.name]}: {spec.source}) on {len(plan.prompts)} examples",
-                  file=sys.stderr)
             if spec.name in opened:
                 result, general[spec.name] = _run_candidate(plan, spec, opened[spec.name])
             else:
@@ -148,9 +145,25 @@ def evaluate(config: EvalConfig | Mapping[str, Any] | str | Path, *,
 
 
 def _run_candidate(plan: _Plan, spec: CandidateSpec, backend: Backend) -> tuple[CandidateResult, Any]:
+    """Evaluate one candidate, with a progress bar over its stages (generation, scoring, perplexity, general set)."""
+    from tqdm.auto import tqdm
+
+    stages = 1 + (plan.task == "labels" and plan.constrained) + plan.config.perplexity + (spec.name in plan.general_for)
+    description = f"evaluating {spec.name} ({plan.kinds[spec.name]}, {len(plan.prompts)} examples)"
+    with tqdm(total=stages, desc=description, unit="stage", dynamic_ncols=True) as bar:
+        return _evaluate_candidate(plan, spec, backend, bar)
+
+
+def _evaluate_candidate(plan: _Plan, spec: CandidateSpec, backend: Backend, bar: Any) -> tuple[CandidateResult, Any]:
+    def stage(name: str) -> None:  # the next stage begins: the one before it is done
+        if bar.postfix:
+            bar.update()
+        bar.set_postfix_str(name)
+
     began = time.perf_counter()
     prompts = plan.prompts_for(spec)
     references = list(plan.references)
+    stage("generating")
     generations = backend.generate(prompts, spec.generation)
     replies = [g.text for g in generations]
     result = CandidateResult(spec.name, plan.kinds[spec.name], spec.source, backend.runtime, spec.system_prompt,
@@ -164,6 +177,7 @@ def _run_candidate(plan: _Plan, spec: CandidateSpec, backend: Backend) -> tuple[
         metrics.update(accuracy=result.labels.accuracy, macro_f1=result.labels.macro_f1,
                        invalid_rate=result.labels.invalid_rate)
         if plan.constrained:
+            stage("scoring labels")
             scores = backend.label_scores(prompts, plan.labels)
             choices = [plan.labels[max(range(len(row)), key=row.__getitem__)] for row in scores]
             result.constrained = label_metrics(choices, references, plan.labels)  # type: ignore[arg-type]
@@ -184,10 +198,12 @@ def _run_candidate(plan: _Plan, spec: CandidateSpec, backend: Backend) -> tuple[
     if rule:
         metrics["follow_rate"] = sum(followed) / len(followed)
     if plan.config.perplexity:
+        stage("perplexity")
         whole = [[*p, {"role": "assistant", "content": ref}] for p, ref in zip(prompts, references)]
         metrics["perplexity"] = backend.perplexity(whole).value
     general = None
     if spec.name in plan.general_for:
+        stage("general set")
         asked = [[{"role": "user", "content": item.prompt}] for item in plan.general]
         options = spec.generation.model_copy(update={"max_new_tokens": plan.config.forgetting.max_new_tokens})
         general = result.general = score_general(plan.general, [g.text for g in backend.generate(asked, options)])
@@ -200,6 +216,7 @@ def _run_candidate(plan: _Plan, spec: CandidateSpec, backend: Backend) -> tuple[
         in zip(plan.lines, prompts, references, replies, choices, followed, closeness)
     ]
     result.seconds = time.perf_counter() - began
+    bar.update()
     return result, general
 
 
