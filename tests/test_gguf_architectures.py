@@ -114,6 +114,32 @@ def test_gguf_lora_matches_peft(arch: str, models: dict[str, Path], tmp_path: Pa
     assert figures["passed"] and figures["max_abs_logprob_diff"] < (1e-3 if arch.startswith("gemma") else 1e-4)
 
 
+@pytest.mark.parametrize("pre", ["qwen2", "llama-bpe"])
+def test_qwen2_and_llama3_pre_tokenizers_split_like_transformers(pre: str, models: dict[str, Path],
+                                                                 tmp_path: Path) -> None:
+    """Real Qwen2/2.5/3 and Llama 3 tokenizers: a regex split then bytes, and Qwen's NFC normalizer."""
+    from transformers import AutoTokenizer
+
+    from ftsdk.gguf.convert import convert_model
+    from ftsdk.gguf.runtime import load_gguf
+    from ftsdk.gguf.vocab import PRE_TOKENIZERS
+
+    folder = tmp_path / pre
+    shutil.copytree(models["qwen2" if pre == "qwen2" else "llama"], folder)
+    data = json.loads((folder / "tokenizer.json").read_text())
+    split, to_bytes = PRE_TOKENIZERS[pre]["pretokenizers"]
+    data["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [split, {**to_bytes, "trim_offsets": True}]}
+    data["normalizer"] = {"type": "NFC"} if pre == "qwen2" else None
+    (folder / "tokenizer.json").write_text(json.dumps(data))
+    text = "order 5521 was charged  twice:\n\n 19.99 and 2024's   <|im_end|>\tcafé 1234567"
+    facts = convert_model(folder, tmp_path / f"{pre}.gguf", "f32")
+    assert facts["pre_tokenizer"] == pre
+    llm = load_gguf(tmp_path / f"{pre}.gguf", vocab_only=True)
+    ids = AutoTokenizer.from_pretrained(folder)(text)["input_ids"]
+    assert llm.tokenize(text.encode(), add_bos=True, special=True) == ids
+    llm.close()
+
+
 def test_configs_llama_cpp_computes_differently_are_refused(models: dict[str, Path], tmp_path: Path) -> None:
     quantizer = GGUFQuantizer({"type": "f16"})
     scaled = variant(models["gemma2"], tmp_path / "scaled", query_pre_attn_scalar=256)

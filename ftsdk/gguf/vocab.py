@@ -17,13 +17,32 @@ from ftsdk.errors import ConfigError
 
 _BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
 _DIGITS = {"type": "Digits", "individual_digits": True}
+#: Qwen2/2.5/3's split (every digit alone); Llama 3's differs in ``\p{N}{1,3}`` (digits in threes)
+_QWEN2_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                r"\s*[\r\n]+|\s+(?!\S)|\s+")
+_LLAMA3_REGEX = _QWEN2_REGEX.replace(r"|\p{N}|", r"|\p{N}{1,3}|")
+
+
+def _split_then_bytes(regex: str) -> dict[str, Any]:
+    return {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}]}
+
+
+
 #: llama.cpp pre-tokenizer name -> the ``tokenizer.json`` pre_tokenizer it matches (keys compared; others ignored)
 PRE_TOKENIZERS: dict[str, dict[str, Any]] = {
     # GPT-2's regex, then bytes to unicode (llama-vocab.cpp LLAMA_VOCAB_PRE_TYPE_GPT2)
     "gpt-2": _BYTE_LEVEL,
     # every digit alone, then GPT-2's regex (LLAMA_VOCAB_PRE_TYPE_SMOLLM: SmolLM/SmolLM2, StarCoder's split)
     "smollm": {"type": "Sequence", "pretokenizers": [_DIGITS, _BYTE_LEVEL]},
+    # Qwen2's regex, bytes to unicode (LLAMA_VOCAB_PRE_TYPE_QWEN2: Qwen2, Qwen2.5, Qwen3)
+    "qwen2": _split_then_bytes(_QWEN2_REGEX),
+    # Llama 3's regex (LLAMA_VOCAB_PRE_TYPE_LLAMA3: Llama 3.x)
+    "llama-bpe": _split_then_bytes(_LLAMA3_REGEX),
 }
+#: normalizers accepted: llama.cpp normalizes nothing, and NFC leaves text already in NFC (nearly all text) as it is
+NORMALIZERS = (None, {"type": "NFC"})
 
 
 def _matches(found: Any, pattern: Any) -> bool:
@@ -41,8 +60,8 @@ def read_tokenizer_json(folder: Path) -> dict[str, Any]:
         raise ConfigError(f"{folder} has no tokenizer.json: the GGUF converter needs a fast (byte-level BPE) tokenizer",
                           hint="save the tokenizer with transformers (tokenizer.save_pretrained) into the model folder")
     data = json.loads(path.read_text(encoding="utf-8"))
-    if data.get("model", {}).get("type") != "BPE" or data.get("normalizer") is not None:
-        raise ConfigError(f"{path}: only byte-level BPE tokenizers without a normalizer convert to GGUF here "
+    if data.get("model", {}).get("type") != "BPE" or data.get("normalizer") not in NORMALIZERS:
+        raise ConfigError(f"{path}: only byte-level BPE tokenizers without a normalizer (or NFC) convert to GGUF here "
                           f"(found model {data.get('model', {}).get('type')!r}, normalizer {data.get('normalizer')!r})",
                           hint="convert this model with llama.cpp's own convert_hf_to_gguf.py")
     return data
