@@ -134,7 +134,7 @@ def _open_inputs(request: MergeRequest, raw: dict[str, Any]) -> dict[str, ModelF
         source = next((i for i in request.inputs if same_model(i.reference, reference)), None)
         if source is None:
             source = MergeInput(reference, MergekitInput(), None)
-        if "+" in reference or "@" in reference:
+        if ("+" in reference or "@" in reference) and not Path(reference).expanduser().is_dir():
             raise ConfigError(f"{source.label}: mergekit's 'model+lora' and 'model@revision' forms are not supported",
                               hint="inputs are local model folders; merge a LoRA into its model first")
         model = open_model(source)
