@@ -132,6 +132,19 @@ def test_lora_trains_merges_and_exports(arch: str, models: dict[str, Path], trai
     assert figures["passed"] and figures["top1_agreement"] == 1.0, figures["failures"]
 
 
+# -- merge: the conformance kit's merger check over architectures --------------------------------------
+
+
+@pytest.mark.parametrize("merger", ["linear", "task_arithmetic", "peft_adapters"])
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
+def test_mergers_merge_every_architecture(arch: str, merger: str, models: dict[str, Path], tmp_path: Path) -> None:
+    if merger == "peft_adapters":  # LoRA adapters of the base (Phi-3: on its fused qkv_proj)
+        conformance.check_merger(merger, tmp_path, inputs="adapters", base=models[arch],
+                                 parameters={"combination_type": "cat"})
+    else:
+        conformance.check_merger(merger, tmp_path, base=models[arch], parameters={"weight": 0.5})
+
+
 # -- serve ---------------------------------------------------------------------------------------------
 
 
