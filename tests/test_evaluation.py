@@ -50,17 +50,19 @@ def test_tuner_evaluate_compares_base_prompted_and_tuned(run):
     assert comparison.labels == sorted({r["messages"][-1]["content"] for r in task_rows(24, seed=2)})
     for result in comparison.candidates:
         m = result.metrics
-        assert {"accuracy", "macro_f1", "invalid_rate", "constrained_accuracy", "constrained_macro_f1", "perplexity",
-                "follow_rate", "latency_s", "output_tokens"} <= set(m)
-        assert len(result.examples) == 8 and m["perplexity"] > 1 and m["latency_s"] > 0
+        assert {"accuracy", "macro_f1", "invalid_rate", "constrained_accuracy", "constrained_macro_f1", "reply_perplexity",
+                "conversation_perplexity", "follow_rate", "latency_s", "output_tokens"} <= set(m)
+        assert len(result.examples) == 8 and m["latency_s"] > 0
+        assert 1 < m["reply_perplexity"] and 1 < m["conversation_perplexity"]
+        assert m["reply_perplexity"] != m["conversation_perplexity"]
         assert sum(map(sum, result.constrained.confusion)) == 8
         # a reply is counted right exactly when no failure mode was given to it
         assert m["accuracy"] == sum(e.failure is None or e.failure == "breaks the format rule"
                                     for e in result.examples) / 8
     tuned, base = comparison["tuned"], comparison["base"]
-    assert tuned.metrics["perplexity"] < base.metrics["perplexity"]  # it trained on this task
-    assert comparison.delta("tuned", "perplexity") == pytest.approx(tuned.metrics["perplexity"]
-                                                                   - base.metrics["perplexity"])
+    assert tuned.metrics["reply_perplexity"] < base.metrics["reply_perplexity"]  # it trained on these replies
+    assert comparison.delta("tuned", "reply_perplexity") == pytest.approx(tuned.metrics["reply_perplexity"]
+                                                                         - base.metrics["reply_perplexity"])
     assert comparison["prompted"].system_prompt == "Name the color in one word."
     assert "general_accuracy" not in comparison["prompted"].metrics  # the check compares base and tuned only
 
@@ -87,7 +89,10 @@ def test_report_written_inside_the_run_folder(run):
     manifest = json.loads((folder / "ftsdk.json").read_text())
     assert manifest["kind"] == "evaluation" and manifest["data"]["rows"] == 8
     results = json.loads((folder / "results.json").read_text())
-    assert results["deltas"]["tuned"]["perplexity"] == pytest.approx(run["comparison"].delta("tuned", "perplexity"))
+    assert results["deltas"]["tuned"]["reply_perplexity"] == pytest.approx(
+        run["comparison"].delta("tuned", "reply_perplexity"))
+    for text in ("perplexity of the reference replies", "perplexity, whole conversation"):
+        assert text in html and text in md
 
 
 def test_training_run_writes_its_report(run):
@@ -113,7 +118,7 @@ def test_cli_eval_loads_each_candidate_and_agrees_with_the_live_tuner(run, tiny_
     for name in ("tuned", "base"):
         loaded = next(c for c in printed["candidates"] if c["name"] == name)
         assert [e["reply"] for e in loaded["examples"]] == [e.reply for e in live[name].examples]
-        for metric in ("accuracy", "constrained_accuracy", "perplexity"):
+        for metric in ("accuracy", "constrained_accuracy", "reply_perplexity", "conversation_perplexity"):
             assert loaded["metrics"][metric] == pytest.approx(live[name].metrics[metric], rel=1e-4)
     assert (tmp_path / "out" / "report.html").is_file()  # relative to the YAML file
 
@@ -142,7 +147,8 @@ def test_gguf_candidate_matches_transformers(run, tiny_model_dir, tmp_path):
         {"name": "gguf", "source": str(gguf), "generation": GENERATION}]})
     hf, ll = comparison["hf"], comparison["gguf"]
     assert ll.kind == "gguf" and ll.runtime == "llama.cpp (f16 KV cache)"  # llama-cpp-python's default cache
-    assert ll.metrics["perplexity"] == pytest.approx(hf.metrics["perplexity"], rel=1e-3)
+    for metric in ("reply_perplexity", "conversation_perplexity"):  # same token ids, same split
+        assert ll.metrics[metric] == pytest.approx(hf.metrics[metric], rel=1e-3)
     assert [e.choice for e in ll.examples] == [e.choice for e in hf.examples]
 
 

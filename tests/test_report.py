@@ -33,8 +33,8 @@ def _candidate(name: str, replies: list[str], general: list[str], items: list[Ge
     labels = label_metrics(replies, GOLD, LABELS)
     failures = [None if r == g else "not a label" if r not in LABELS else "wrong label" for r, g in zip(replies, GOLD)]
     result = CandidateResult(name, "model", f"models/{name}", "transformers", None, 0,
-                             {"accuracy": labels.accuracy, "macro_f1": labels.macro_f1, "perplexity": 9.5,
-                              "latency_s": 0.2, "output_tokens": 1.5},
+                             {"accuracy": labels.accuracy, "macro_f1": labels.macro_f1, "reply_perplexity": 3.5,
+                              "conversation_perplexity": 9.5, "latency_s": 0.2, "output_tokens": 1.5},
                              labels=labels, constrained=labels)
     result.examples = [ExampleResult(i + 1, f"ticket {i}", g, r, r, f, -float(i))
                        for i, (g, r, f) in enumerate(zip(GOLD, replies, failures))]
@@ -69,9 +69,17 @@ def test_eval_report_files_tables_and_figures(comparison, tmp_path):
     assert html.count('src="data:image/png;base64,') == 4
     assert "<th>Δ tuned</th>" in html and '<td class="up">+25.0 pt</td>' in html  # accuracy 50% -> 75%
     assert "| accuracy, generated reply | 50.0% | 75.0% | +25.0 pt |" in md
+    # the reply-only perplexity is the headline; the whole-conversation one is labelled as such, after it
+    assert md.index("| perplexity of the reference replies | 3.50 | 3.50 | +0.00 |") < md.index(
+        "| perplexity, whole conversation | 9.50 | 9.50 | +0.00 |")
+    assert "<td>perplexity of the reference replies</td>" in html and "counts only the tokens of each reference" in md
     assert "FLAGGED (overall, math)" in html and "wrong label: 1 (showing 1)" in md
     assert "| label | rows |" in md and "sha256" in md and '"kind": "evaluation"' in md
-    assert json.loads((folder / "results.json").read_text())["deltas"]["tuned"]["accuracy"] == pytest.approx(0.25)
+    results = json.loads((folder / "results.json").read_text())
+    assert results["deltas"]["tuned"]["accuracy"] == pytest.approx(0.25)
+    assert results["metric_labels"]["reply_perplexity"] == "perplexity of the reference replies"
+    assert results["metric_labels"]["conversation_perplexity"] == "perplexity, whole conversation"
+    assert results["candidates"][1]["metrics"]["reply_perplexity"] == 3.5
     assert json.loads((folder / "ftsdk.json").read_text())["report"] == "report.html"
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from ftsdk.data.formats import Conversation
 from ftsdk.evaluation.spec import GenerationOptions
-from ftsdk.perplexity import Perplexity
+from ftsdk.perplexity import ConversationPerplexity
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,28 @@ class Backend(ABC):
         """log P(reply = label | conversation) for every conversation and label."""
 
     @abstractmethod
-    def perplexity(self, conversations: list[Conversation]) -> Perplexity:
-        """Perplexity of the whole conversations as the model's chat template renders them."""
+    def perplexity(self, conversations: list[Conversation]) -> ConversationPerplexity:
+        """Perplexity of each conversation's last reply alone and of the whole conversations, on the token ids
+        of :func:`reply_tokens`."""
+
+
+def reply_tokens(template: Any, encode: Callable[[str], list[int]], conversation: Conversation,
+                 max_length: int) -> tuple[list[int], list[bool]]:
+    """A conversation's token ids and which of them are its last reply, split as training's assistant mask splits.
+
+    ``template`` renders like ``apply_chat_template``; ``encode`` tokenizes one piece of text without special tokens.
+    The reply runs from the generation prompt through the end-of-turn marker. The ids are cut from the left to
+    ``max_length``, so a long prompt never pushes the reply out.
+    """
+    from ftsdk.data.tokenize import segments
+
+    ids: list[int] = []
+    mask: list[bool] = []
+    for text, in_reply in segments(template, conversation, turns="last"):
+        piece = encode(text)
+        ids += piece
+        mask += [in_reply] * len(piece)
+    return ids[-max_length:], mask[-max_length:]
 
 
 class TransformersBackend(Backend):
@@ -79,12 +99,15 @@ class TransformersBackend(Backend):
         with self._active():
             return label_log_likelihoods(self.model, self.tokenizer, conversations, labels, max_length=self.max_length)
 
-    def perplexity(self, conversations: list[Conversation]) -> Perplexity:
-        from ftsdk.perplexity import perplexity
+    def perplexity(self, conversations: list[Conversation]) -> ConversationPerplexity:
+        from ftsdk.perplexity import split_perplexity, token_nlls
 
-        texts = [self.tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
+        def encode(text: str) -> list[int]:
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+        ids, masks = zip(*(reply_tokens(self.tokenizer, encode, c, self.max_length) for c in conversations))
         with self._active():
-            return perplexity(self.model, self.tokenizer, texts, max_length=self.max_length)
+            return split_perplexity(token_nlls(self.model, list(ids)), list(masks))
 
 
 def kv_cache_type(llm: Any) -> str:
@@ -96,6 +119,19 @@ def kv_cache_type(llm: Any) -> str:
              if key.startswith("GGML_TYPE_") and isinstance(value, int)}
     keys, values = (names.get(t, str(t)) for t in (llm.context_params.type_k, llm.context_params.type_v))
     return keys if keys == values else f"K {keys}, V {values}"
+
+
+class _GgufTemplate:
+    """A GGUF's stored chat template behind ``apply_chat_template``, so :func:`reply_tokens` splits it as it
+    splits a transformers tokenizer's."""
+
+    def __init__(self, prompt: Any, whole: Any) -> None:
+        self.prompt, self.whole = prompt, whole
+
+    def apply_chat_template(self, messages: Conversation, *, tools: list[dict[str, Any]] | None = None,
+                            tokenize: bool = False, add_generation_prompt: bool = False) -> str:
+        formatter = self.prompt if add_generation_prompt else self.whole
+        return formatter(messages=messages, tools=tools).prompt
 
 
 class GgufBackend(Backend):
@@ -123,6 +159,7 @@ class GgufBackend(Backend):
         self._eos = special(llm.token_eos())
         self._prompt = Jinja2ChatFormatter(template, self._eos, special(llm.token_bos()))
         self._whole = Jinja2ChatFormatter(template, self._eos, special(llm.token_bos()), add_generation_prompt=False)
+        self._template = _GgufTemplate(self._prompt, self._whole)
 
     def generate(self, conversations: list[Conversation], options: GenerationOptions) -> list[Generation]:
         out: list[Generation] = []
@@ -153,9 +190,13 @@ class GgufBackend(Backend):
             rows.append([base - self._nll(prompt + self._ids(label + self._eos)) for label in labels])
         return rows
 
-    def perplexity(self, conversations: list[Conversation]) -> Perplexity:
-        from ftsdk.gguf.runtime import gguf_sequence_nll
-        from ftsdk.perplexity import perplexity_from_nll
+    def perplexity(self, conversations: list[Conversation]) -> ConversationPerplexity:
+        from ftsdk.gguf.runtime import sequence_log_probs
+        from ftsdk.perplexity import split_perplexity
 
-        sequences = [self._ids(self._whole(messages=c).prompt) for c in conversations]
-        return perplexity_from_nll(*gguf_sequence_nll(self.llm, sequences))
+        ids, masks = zip(*(reply_tokens(self._template, self._ids, c, self.llm.n_ctx()) for c in conversations))
+        nlls = []
+        for tokens in ids:
+            log_probs = sequence_log_probs(self.llm, tokens)
+            nlls.append([-float(log_probs[i, tokens[i + 1]]) for i in range(len(tokens) - 1)])
+        return split_perplexity(nlls, list(masks))

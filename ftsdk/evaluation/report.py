@@ -16,6 +16,10 @@ from ftsdk.evaluation.results import METRICS, CandidateResult, Comparison, Examp
 FIGURES = "figures"
 #: longest prompt or reply text shown in the worst-examples tables
 CLIP = 160
+PERPLEXITY_NOTE = ("Perplexity of the reference replies counts only the tokens of each reference reply (through its "
+                   "end-of-turn marker), given its prompt: the tokens assistant-only tuning trains. Perplexity, whole "
+                   "conversation also counts the prompt's tokens, which a tuned model is not taught to predict, so it "
+                   "can rise while the replies get likelier.")
 
 
 def _clip(text: str) -> str:
@@ -68,6 +72,8 @@ def eval_document(comparison: Comparison, folder: Path, *, worst: int = 5) -> Do
     doc.add(Heading("Candidates"), _candidates_table(comparison))
     header, rows = comparison.table()
     doc.add(Heading("Metrics"), Table(header, rows, _marks(comparison)))
+    if "reply_perplexity" in comparison.metric_names():
+        doc.add(Paragraph(PERPLEXITY_NOTE))
     doc.add(_figure(metrics_figure(comparison, figures / "metrics.png"), "rate metrics per candidate"))
     if comparison.forgetting:
         doc.add(Heading("Forgetting check"))

@@ -21,7 +21,10 @@ METRICS: dict[str, tuple[str, bool | None, str]] = {
     "field_match": ("field-level match", True, "pct"),
     "rouge_l": ("ROUGE-L (F)", True, "pct"),
     "follow_rate": ("follows the format rule", True, "pct"),
-    "perplexity": ("perplexity of the references", False, "num"),
+    # the headline perplexity counts the reference reply's tokens only: assistant-only tuning trains those, and the
+    # prompt's tokens (system prompt, question) would make a tuned model look worse for not predicting the user
+    "reply_perplexity": ("perplexity of the reference replies", False, "num"),
+    "conversation_perplexity": ("perplexity, whole conversation", False, "num"),
     "general_accuracy": ("general set (forgetting check)", True, "pct"),
     "latency_s": ("seconds per reply", False, "sec"),
     "output_tokens": ("reply length, tokens", None, "num"),
@@ -131,6 +134,7 @@ class Comparison:
             "labels": self.labels,
             "baseline": self.baseline,
             "data": self.data,
+            "metric_labels": {m: METRICS[m][0] for m in self.metric_names()},
             "candidates": [c.as_dict() for c in self.candidates],
             "deltas": {c.name: {m: self.delta(c.name, m) for m in c.metrics} for c in self.candidates
                        if c.name != self.baseline},

@@ -200,7 +200,8 @@ def _evaluate_candidate(plan: _Plan, spec: CandidateSpec, backend: Backend, bar:
     if plan.config.perplexity:
         stage("perplexity")
         whole = [[*p, {"role": "assistant", "content": ref}] for p, ref in zip(prompts, references)]
-        metrics["perplexity"] = backend.perplexity(whole).value
+        scored = backend.perplexity(whole)
+        metrics.update(reply_perplexity=scored.reply.value, conversation_perplexity=scored.whole.value)
     general = None
     if spec.name in plan.general_for:
         stage("general set")

@@ -130,7 +130,8 @@ class EvalConfig(PluginConfig):
     constrained: bool | None = Field(
         None, description="Also score label tasks by the likeliest label; None: yes for label tasks."
     )
-    perplexity: bool = Field(True, description="Perplexity of each candidate on the reference conversations.")
+    perplexity: bool = Field(True, description="Perplexity of each candidate on the reference replies alone "
+                             "(the headline) and on the whole reference conversations.")
     follow: FollowRule | None = Field(None, description="Instruction-following rule checked on every reply.")
     forgetting: ForgettingOptions = Field(default_factory=ForgettingOptions, description="The forgetting check.")
     limit: int | None = Field(None, ge=1, description="Evaluate only the first rows of the data file.")
