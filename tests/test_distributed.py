@@ -15,7 +15,7 @@ from ftsdk import ConfigError, plugins
 from ftsdk.config import Recipe
 from ftsdk.distributed.config import DistributedConfig
 from ftsdk.distributed.launch import LaunchRequest
-from ftsdk.distributed.strategies import check_strategy, check_trainer, trainer_options
+from ftsdk.distributed.strategies import check_trainer, trainer_options
 from ftsdk.distributed.world import World, check_world, current_world
 
 ROOT = Path(__file__).parent.parent
@@ -78,13 +78,6 @@ def test_strategies_become_trainer_options():
     assert trainer_options(DistributedConfig(strategy="fsdp2"), two, "cpu") == {"ddp_backend": "gloo"}
     with pytest.raises(ConfigError, match="offload_optimizer"):
         trainer_options(DistributedConfig(strategy="deepspeed_zero2", offload_optimizer=True), two, "cpu")
-
-
-def test_fsdp2_checkpoints_are_refused_before_training():
-    with pytest.raises(ConfigError, match="checkpoints of an fsdp2 run are not supported"):
-        check_strategy(DistributedConfig(strategy="fsdp2"), save_steps=2)
-    check_strategy(DistributedConfig(strategy="fsdp2"), save_steps=None)
-    check_strategy(DistributedConfig(strategy="ddp"), save_steps=2)
 
 
 def test_the_top_level_parser_takes_the_deepspeed_launchers_local_rank():

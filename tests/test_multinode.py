@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -151,3 +154,49 @@ def test_two_nodes_on_loopback_match_one_process_of_the_same_global_batch(
     assert expected.keys() == got.keys()
     assert max(float((expected[k] - got[k]).abs().max()) for k in expected) == 0.0
     assert losses(tmp_path / "nodes") == pytest.approx(losses(float32_single["lora"]), abs=1e-6)
+
+
+def processes_with(marker: str, **variables: str) -> list[int]:
+    """The processes whose environment holds ``FTSDK_TEST_MARKER=marker`` and ``variables`` (read from /proc)."""
+    wanted = {"FTSDK_TEST_MARKER": marker, **variables}
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            env = dict(item.split("=", 1) for item in (entry / "environ").read_text().split("\0") if "=" in item)
+        except (OSError, ValueError):
+            continue
+        if all(env.get(key) == value for key, value in wanted.items()):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow  # two 2-process trainings, one restarted: ~2 min on a shared 2-core machine
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
+def test_a_killed_worker_is_restarted_and_the_run_ends_as_an_uninterrupted_one(
+        float32_single, tiny_model_dir, chat_data, tmp_path):  # noqa: F811
+    """`ftsdk train --max-restarts 1`: SIGKILL one worker mid-run; torchrun restarts both, they resume from the
+    newest sealed checkpoint, and the adapter equals the uninterrupted single process's."""
+    from ftsdk.checkpoints import checkpoints_dir, complete_checkpoints
+
+    recipe = write_recipe(tmp_path, tiny_model_dir, chat_data[0], "elastic", FLOAT32 | {"batch_size": 4,
+                          "save_steps": 1, "save_total_limit": 2}, {"strategy": "ddp"})
+    output = tmp_path / "elastic"
+    run = subprocess.Popen([sys.executable, "-m", "ftsdk.cli", "train", "--nproc", "2", "--max-restarts", "1",
+                            str(recipe)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1", "FTSDK_TEST_MARKER": str(tmp_path)})
+    deadline = time.monotonic() + 400
+    while not complete_checkpoints(checkpoints_dir(output)):
+        assert run.poll() is None, run.stderr.read()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    (victim,) = processes_with(str(tmp_path), RANK="1", TORCHELASTIC_RESTART_COUNT="0")
+    os.kill(victim, signal.SIGKILL)  # mid-run: 6 steps, a checkpoint after each
+    _, stderr = run.communicate(timeout=500)
+    assert run.returncode == 0, stderr[-3000:]
+    assert not output.with_name("elastic.checkpoints").exists()
+    history = json.loads((output / "log_history.json").read_text())
+    assert max(entry.get("step", 0) for entry in history) == 6
+    expected, got = adapter(float32_single["lora"]), adapter(output)
+    assert max(float((expected[k] - got[k]).abs().max()) for k in expected) == 0.0
+    assert losses(output) == pytest.approx(losses(float32_single["lora"]), abs=1e-6)
+    assert "restart" in stderr.lower()  # torchrun's agent reports restarting the worker group

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from ftsdk.distributed.config import DistributedConfig
@@ -80,9 +81,100 @@ def keep_sharded(trainer: Any) -> None:
     """Stop the Trainer's accelerator from wrapping the FSDP2 model in DDP; it still applies its autocast.
 
     accelerate's ``prepare_model(evaluation_mode=True)`` applies mixed precision only and marks the model prepared,
-    so the Trainer's own ``accelerator.prepare`` leaves it as is (FSDP2 reduces the gradients itself).
+    so the Trainer's own ``accelerator.prepare`` leaves it as is (FSDP2 reduces the gradients itself). The
+    Trainer's checkpoints become sharded ones (:func:`shard_checkpoints`).
     """
     trainer.accelerator.prepare_model(trainer.model, device_placement=False, evaluation_mode=True)
+    shard_checkpoints(trainer)
+
+
+#: the folders of a checkpoint that hold the DCP (torch.distributed.checkpoint) shards of every process
+MODEL_SHARDS = "fsdp2-model"
+OPTIMIZER_SHARDS = "fsdp2-optimizer"
+SCHEDULER_FILE = "scheduler.pt"
+
+
+def shard_checkpoints(trainer: Any) -> None:
+    """Make the Trainer save and load the FSDP2 model's checkpoints with torch.distributed.checkpoint (DCP).
+
+    The Trainer's own code would save one process's shards as if they were the whole weights and optimizer state.
+    Instead every process writes its shards of the trainable weights and of the optimizer state (DCP's files
+    plus its ``.metadata``); the scheduler, RNG states and trainer state stay the Trainer's. DCP reshards on
+    load, so a checkpoint resumes on another world size. ftsdk's seal then covers every process's files.
+    """
+    model = trainer.model
+    save_model = trainer.save_model
+
+    def save_checkpoint_model(output_dir: str | None = None, _internal_call: bool = False) -> None:
+        if not _internal_call:  # not a checkpoint: the Trainer's own save
+            save_model(output_dir, _internal_call)
+            return
+        import torch.distributed.checkpoint as dcp
+
+        dcp.save(trainable_state(model), checkpoint_id=Path(output_dir or trainer.args.output_dir) / MODEL_SHARDS)
+
+    def save_optimizer_and_scheduler(output_dir: str) -> None:
+        import torch
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        dcp.save(get_optimizer_state_dict(model, _unwrapped(trainer.optimizer)),
+                 checkpoint_id=Path(output_dir) / OPTIMIZER_SHARDS)
+        if trainer.args.should_save:
+            torch.save(trainer.lr_scheduler.state_dict(), Path(output_dir) / SCHEDULER_FILE)
+
+    def load_model(checkpoint: str, model_arg: Any = None) -> None:
+        load_sharded_model(model, Path(checkpoint))
+
+    def load_optimizer_and_scheduler(checkpoint: str | None) -> None:
+        if checkpoint is None:
+            return
+        import torch
+
+        load_sharded_optimizer(model, _unwrapped(trainer.optimizer), Path(checkpoint))
+        trainer.lr_scheduler.load_state_dict(torch.load(Path(checkpoint) / SCHEDULER_FILE, weights_only=True))
+
+    def load_best_model() -> None:
+        load_sharded_model(model, Path(trainer.state.best_model_checkpoint))
+
+    trainer.save_model = save_checkpoint_model
+    trainer._save_optimizer_and_scheduler = save_optimizer_and_scheduler
+    trainer._load_from_checkpoint = load_model
+    trainer._load_optimizer_and_scheduler = load_optimizer_and_scheduler
+    trainer._load_best_model = load_best_model
+
+
+def trainable_state(model: Any) -> dict[str, Any]:
+    """The sharded (DTensor) state of ``model``'s trainable parameters, by name: what a checkpoint must hold."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    names = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+    return {name: tensor for name, tensor in get_model_state_dict(model).items() if name in names}
+
+
+def load_sharded_model(model: Any, checkpoint: Path) -> None:
+    """Load the trainable weights of a sharded checkpoint into ``model`` (resharded to this world by DCP)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    state = trainable_state(model)
+    dcp.load(state, checkpoint_id=checkpoint / MODEL_SHARDS)
+    set_model_state_dict(model, state, options=StateDictOptions(strict=False))
+
+
+def load_sharded_optimizer(model: Any, optimizer: Any, checkpoint: Path) -> None:
+    """Load the optimizer state of a sharded checkpoint (DCP fills a template of this world's shards)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+
+    state = get_optimizer_state_dict(model, optimizer)  # initialises an empty optimizer's state to fill
+    dcp.load(state, checkpoint_id=checkpoint / OPTIMIZER_SHARDS)
+    set_optimizer_state_dict(model, optimizer, state)
+
+
+def _unwrapped(optimizer: Any) -> Any:
+    """The torch optimizer inside accelerate's ``AcceleratedOptimizer``."""
+    return getattr(optimizer, "optimizer", optimizer)
 
 
 @contextlib.contextmanager

@@ -31,12 +31,16 @@ def trainer_options(config: DistributedConfig | None, world: World, device: str)
 
 
 def check_strategy(config: DistributedConfig | None, save_steps: int | None) -> None:
-    """Refuse the settings a strategy cannot honour (before any model is loaded)."""
-    if config is not None and config.strategy == "fsdp2" and save_steps:
+    """Refuse the settings a strategy cannot honour (before any model is loaded).
+
+    Elastic restarts continue from ftsdk's sealed checkpoints: without ``save_steps`` a restarted run would
+    silently start over from step 0, so ``max_restarts`` asks for them.
+    """
+    if config is not None and config.max_restarts and not save_steps:
         raise ConfigError(
-            "training.save_steps: checkpoints of an fsdp2 run are not supported (the Trainer would save one "
-            "process's shards of the weights and optimizer state as if they were whole)",
-            hint="drop save_steps, or use strategy ddp or deepspeed_zero2/3 to checkpoint and resume",
+            f"distributed.max_restarts is {config.max_restarts} but training.save_steps is not set: restarted "
+            "processes would have no checkpoint to continue from and would train from step 0 again",
+            hint="set training.save_steps (e.g. 50), or drop --max-restarts",
         )
 
 
