@@ -39,11 +39,6 @@ def rope_parameters(config: Config) -> dict[str, Any]:
     return params
 
 
-def _sliding_rope_theta(config: Config) -> float | None:
-    params = config.get("rope_parameters") or {}
-    return (params.get("sliding_attention") or {}).get("rope_theta")
-
-
 @dataclass(frozen=True)
 class Architecture:
     """How one family of transformers architectures is written for one llama.cpp graph."""
@@ -86,8 +81,6 @@ def _llama_metadata(writer: Any, config: Config) -> None:
 
 def llama3_rope_factors(config: Config) -> list[tuple[str, Any]]:
     """Llama 3.1+ ``rope_type: llama3``: the per-frequency factors llama.cpp reads from ``rope_freqs``."""
-    import numpy as np
-
     rope = rope_parameters(config)
     if rope["rope_type"] != "llama3":
         return []
@@ -107,7 +100,7 @@ def llama3_rope_factors(config: Config) -> list[tuple[str, Any]]:
         else:
             smooth = (old_context / wavelen - low) / (high - low)
             factors.append(1 / ((1 - smooth) / factor + smooth))
-    return [("rope_freqs.weight", torch.tensor(factors, dtype=torch.float32).numpy().astype(np.float32))]
+    return [("rope_freqs.weight", torch.tensor(factors, dtype=torch.float32).numpy())]
 
 
 def _window_caveat(config: Config, graph: str, enabled: bool = True) -> list[str]:
@@ -207,15 +200,13 @@ def _phi3_metadata(writer: Any, config: Config) -> None:
 
 
 def _phi3_rope_factors(config: Config) -> list[tuple[str, Any]]:
-    """LongRoPE (Phi-3 128k): long and short factors as tensors, and the attention factor as metadata."""
+    """LongRoPE (Phi-3 128k): the long and short factors as tensors (the attention factor is metadata)."""
     import numpy as np
 
-    rope, original, dims = _phi3_rope(config)
+    rope = rope_parameters(config)
     long, short = rope.get("long_factor"), rope.get("short_factor")
     if not long:
         return []
-    if not short or len(long) != len(short) or len(long) != dims // 2:
-        raise ValueError(f"LongRoPE needs long_factor and short_factor of {dims // 2} values each")
     return [("rope_factors_long.weight", np.asarray(long, dtype=np.float32)),
             ("rope_factors_short.weight", np.asarray(short, dtype=np.float32))]
 
@@ -229,7 +220,15 @@ def phi3_attn_factor(config: Config) -> float | None:
     return math.sqrt(1 + math.log(scale) / math.log(original)) if scale > 1.0 else 1.0
 
 
-PHI3 = Architecture("PHI3", ("Phi3ForCausalLM",), rope_types=("default", "longrope", "su"),
+def _phi3_check(config: Config) -> list[str]:
+    rope, _, dims = _phi3_rope(config)
+    long, short = rope.get("long_factor"), rope.get("short_factor")
+    if long and (not short or len(long) != len(short) or len(long) != dims // 2):
+        return [f"LongRoPE needs long_factor and short_factor of {dims // 2} values each (rotary dimensions / 2)"]
+    return []
+
+
+PHI3 = Architecture("PHI3", ("Phi3ForCausalLM",), rope_types=("default", "longrope", "su"), check=_phi3_check,
                     caveats=lambda config: _window_caveat(config, "phi3 (its sliding window is disabled there)"),
                     metadata=_phi3_metadata, extra_tensors=_phi3_rope_factors)
 

@@ -46,7 +46,8 @@ class GGUFConfig(PluginConfig):
         "for legacy quants) and llama.cpp would keep them at another type: warn, or refuse before any work.")
     threads: int | None = Field(None, ge=1, description="Threads llama.cpp quantizes with (default: all cores).")
     pre_tokenizer: str | None = Field(None, description="llama.cpp pre-tokenizer name (tokenizer.ggml.pre) when "
-                                      "it cannot be recognised from tokenizer.json, e.g. smollm or gpt-2.")
+                                      "it cannot be recognised from tokenizer.json (recognised: gpt-2, smollm, qwen2, "
+                                      "llama-bpe).")
     base_model: str | None = Field(None, description="Adapters: the base model folder (default: the adapter's "
                                    "base_model_name_or_path); its config.json is needed, and its weights to verify.")
 
