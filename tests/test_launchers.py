@@ -167,3 +167,43 @@ def test_the_launch_line_trains_like_one_process(float32_single, tiny_model_dir,
     expected, got = adapter(float32_single["lora"]), adapter(tmp_path / "slurm")
     assert max(float((expected[k] - got[k]).abs().max()) for k in expected) == 0.0
     assert losses(tmp_path / "slurm") == pytest.approx(losses(float32_single["lora"]), abs=1e-6)
+
+
+def test_ray_refuses_what_it_cannot_do(tiny_model_dir, chat_data, tmp_path, capsys):
+    recipe = write_recipe(tmp_path, tiny_model_dir, chat_data[0], "ray", {"max_steps": 1, "save_steps": 1},
+                          {"strategy": "ddp", "nproc": 2, "launcher": "ray"})
+    assert main(["train", str(recipe), "--max-restarts", "1"]) == 2
+    assert "does not restart workers" in capsys.readouterr().err
+    assert main(["train", str(recipe), "--rdzv-endpoint", "h:1"]) == 2
+    assert "Ray forms the process group itself" in capsys.readouterr().err
+
+
+def test_ray_without_ray_installed_says_how_to_install(monkeypatch):
+    import importlib.util
+
+    from ftsdk.errors import PluginUnavailableError
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else find_spec(name, *a))
+    assert not plugins.get("launcher", "ray").available
+    with pytest.raises(PluginUnavailableError, match="ray") as error:
+        plugins.create("launcher", "ray")
+    assert "ftsdk[ray]" in str(error.value.hint)
+
+
+@pytest.mark.slow  # a local Ray instance and two Ray Train workers training a tiny model: ~1-2 min
+def test_ray_train_workers_train_like_one_process(float32_single, tiny_model_dir, chat_data,  # noqa: F811
+                                                  tmp_path):
+    """Ray Train's TorchTrainer with 2 CPU workers on a local Ray cluster = one process of the same global batch."""
+    pytest.importorskip("ray.train")
+    recipe = write_recipe(tmp_path, tiny_model_dir, chat_data[0], "ray", FLOAT32 | {"batch_size": 4},
+                          {"strategy": "ddp", "launcher": "ray",
+                           "launcher_config": {"storage_path": str(tmp_path / "ray-runs")}})
+    result = subprocess.run([sys.executable, "-m", "ftsdk.cli", "train", "--nproc", "2", str(recipe)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    manifest = json.loads((tmp_path / "ray" / "ftsdk.json").read_text())
+    assert manifest["distributed"]["world_size"] == 2
+    expected, got = adapter(float32_single["lora"]), adapter(tmp_path / "ray")
+    assert max(float((expected[k] - got[k]).abs().max()) for k in expected) == 0.0
+    assert losses(tmp_path / "ray") == pytest.approx(losses(float32_single["lora"]), abs=1e-6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -74,9 +75,9 @@ class RayLauncher(Launcher):
 
         config = request.distributed
         workers = config.nnodes * request.nproc
-        if not ray.is_initialized():
-            local = {"num_cpus": int(max(workers * self.config.cpus_per_worker, 1) + 0.999)} \
-                if self.config.address is None else {}
+        started = not ray.is_initialized()
+        if started:
+            local = {"num_cpus": math.ceil(workers * self.config.cpus_per_worker)} if self.config.address is None else {}
             ray.init(address=self.config.address, include_dashboard=False, **local)
         backend = config.backend if config.backend != "auto" else ("nccl" if self.config.use_gpu else "gloo")
         trainer = TorchTrainer(
@@ -92,6 +93,9 @@ class RayLauncher(Launcher):
         except Exception as error:  # Ray wraps the workers' failures (TrainingFailedError)
             print(f"ray launcher: the training failed: {error}")
             return 1
+        finally:
+            if started:
+                ray.shutdown()  # the connection (and the local instance this launch started)
         return 0
 
 
