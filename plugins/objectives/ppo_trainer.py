@@ -26,6 +26,12 @@ if TYPE_CHECKING:
     from ftsdk_plugins.objectives.ppo import PpoConfig
 
 
+#: the files of a PPO checkpoint besides the trainer state
+POLICY_FILE = "policy_trainable.safetensors"
+VALUE_HEAD_FILE = "value_head.safetensors"
+STATE_FILE = "ppo_state.pt"
+
+
 class PpoTrainer:
     """Trains ``job.model`` (the policy) with PPO against ``rewards``; reports to ``job.callbacks``."""
 
@@ -65,10 +71,11 @@ class PpoTrainer:
 
     def train(self) -> TrainOutcome:
         started = time.perf_counter()
-        self.control = self.callbacks.on_train_begin(self.args, self.state, self.control)
         batches = self._batches()
+        first = self._resume(batches) + 1 if self.job.resume_from else 1
+        self.control = self.callbacks.on_train_begin(self.args, self.state, self.control)
         losses: list[float] = []
-        for step in range(1, self.max_steps + 1):
+        for step in range(first, self.max_steps + 1):
             rollout = self._rollout(next(batches))
             metrics = self._update(rollout)
             losses.append(metrics["loss"])
@@ -79,12 +86,14 @@ class PpoTrainer:
                 self._log(metrics | {"learning_rate": self.scheduler.get_last_lr()[0]})
             if self._eval_due(step):
                 self._log(self.evaluate())
+            if self.job.training.save_steps and step % self.job.training.save_steps == 0:
+                self._save(step)
             if self.control.should_training_stop:
                 break
         if self.job.eval_examples and not self._eval_due(self.state.global_step):
             self._log(self.evaluate())
         self._log({"train_runtime": round(time.perf_counter() - started, 3),
-                   "train_loss": sum(losses) / len(losses)})
+                   "train_loss": sum(losses) / len(losses) if losses else 0.0})
         self.control = self.callbacks.on_train_end(self.args, self.state, self.control)
         history = list(self.state.log_history)
         return TrainOutcome(final_metrics(history), history)
@@ -95,6 +104,49 @@ class PpoTrainer:
         scores = [self._rollout(examples[i : i + self.rollout_size]).scores
                   for i in range(0, len(examples), self.rollout_size)]
         return {"eval_reward": float(torch.cat(scores).mean())}
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def _save(self, step: int) -> None:
+        """Write ``checkpoint-STEP`` into the work folder (trainable weights, value head, optimizer, scheduler,
+        RNG and trainer state); the Trainer callbacks' ``on_save`` then seals and rotates it."""
+        from safetensors.torch import save_file
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        folder = self.job.work_dir / f"{PREFIX_CHECKPOINT_DIR}-{step}"
+        folder.mkdir(parents=True, exist_ok=True)
+        trainable = {name: p.detach().contiguous() for name, p in self.model.named_parameters() if p.requires_grad}
+        save_file(trainable, folder / POLICY_FILE)
+        save_file({k: v.contiguous() for k, v in self.value_head.state_dict().items()}, folder / VALUE_HEAD_FILE)
+        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state()}, folder / STATE_FILE)
+        self.state.save_to_json(str(folder / "trainer_state.json"))
+        self.control = self.callbacks.on_save(self.args, self.state, self.control)
+
+    def _resume(self, batches: Iterator[list[dict[str, Any]]]) -> int:
+        """Load ``job.resume_from`` and move the prompt order past its steps; return the step it ended."""
+        from safetensors.torch import load_file
+        from transformers.trainer_callback import TrainerState
+
+        folder = self.job.resume_from
+        assert folder is not None
+        trainable = load_file(folder / POLICY_FILE)
+        missing = {n for n, p in self.model.named_parameters() if p.requires_grad} - trainable.keys()
+        if missing:
+            raise ValueError(f"checkpoint {folder} lacks trained weights: {sorted(missing)[:3]}")
+        with torch.no_grad():
+            for name, parameter in self.model.named_parameters():
+                if name in trainable:
+                    parameter.copy_(trainable[name])
+        self.value_head.load_state_dict(load_file(folder / VALUE_HEAD_FILE))
+        saved = torch.load(folder / STATE_FILE, weights_only=True)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.state = TrainerState.load_from_json(str(folder / "trainer_state.json"))
+        for _ in range(self.state.global_step):  # the same shuffled prompts the interrupted run would have taken
+            next(batches)
+        torch.set_rng_state(saved["torch_rng"])  # sampling and mini-batch order continue where they were
+        return self.state.global_step
 
     # -- pieces -----------------------------------------------------------------------------------
 
