@@ -63,16 +63,21 @@ def prepare_train(step: TrainStep, ctx: Context) -> Prepared:
     tuner.adapter.check_training(tuner.training, tuner.objective)
     tuner.objective.check_training(tuner.training, tuner.adapter)
     data = recipe.training_data(f"the recipe of step '{step.name}'")
-    files = [p for p in (data.train, data.eval) if p is not None]
+    sources = [source for source in (data.train, data.eval) if source is not None]
+    files = [source for source in sources if isinstance(source, Path)]  # files and folders: fingerprinted by content
     for path in files:
-        if not path.is_file():
-            raise DataError(f"data file not found: {path}", hint="relative paths start at the recipe (or chain) file")
+        if not path.exists():
+            raise DataError(f"data not found: {path}", hint="relative paths start at the recipe (or chain) file")
 
     def run(folder: Path) -> None:
-        Tuner.from_recipe(recipe).fit(data.train, eval_data=data.eval, output_dir=folder, overwrite=True)
+        Tuner.from_recipe(recipe).fit(data.train, eval_data=data.eval, output_dir=folder, overwrite=True,
+                                      columns=data.columns)
 
     settings = {"adapter": _plugin_record("adapter", recipe.adapter),
                 "objective": _plugin_record("objective", recipe.objective),
+                # `datasets` sources are fingerprinted by what they name (a hub data set's content is not hashed)
+                "data": {"hub": [s.model_dump(mode="json") for s in sources if not isinstance(s, Path)],
+                         "columns": data.columns},
                 "recipe": recipe.model_dump(mode="json", exclude={"output_dir": True, "overwrite": True, "data": True,
                                                                   "model": {"name"} if "model" in uses else set()})}
     return Prepared(tuner.adapter.produces, uses, run, files, settings)
