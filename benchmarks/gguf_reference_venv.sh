@@ -3,12 +3,12 @@
 # reference for ftsdk's GGUF writer. It stays apart from ftsdk's venv: that package ships its own `gguf` module,
 # which would replace the `gguf` package ftsdk and transformers import.
 #
-#   bash benchmarks/gguf_reference_venv.sh [VENV]     (default: $FTSDK_GGUF_REFERENCE_VENV or /work/refvenv)
+#   bash benchmarks/gguf_reference_venv.sh [VENV]  (default: $FTSDK_GGUF_REFERENCE_VENV or ~/.cache/ftsdk/gguf-reference-venv)
 #
 # Then `pytest tests/test_gguf_architectures.py` runs the bit-for-bit comparisons instead of skipping them
 # (set FTSDK_GGUF_REFERENCE_VENV when the venv is elsewhere). torch is pinned to the CPU wheel ftsdk uses.
 set -euo pipefail
-venv="${1:-${FTSDK_GGUF_REFERENCE_VENV:-/work/refvenv}}"
+venv="${1:-${FTSDK_GGUF_REFERENCE_VENV:-${FTSDK_CACHE:-$HOME/.cache/ftsdk}/gguf-reference-venv}}"
 python3.11 -m venv "$venv"
 wheel=$(ls /opt/wheels/torch-2.13.0+cpu-*.whl 2>/dev/null | head -1 || true)  # the CPU wheel these machines keep
 "$venv/bin/pip" install --quiet "${wheel:-torch==2.13.0}"

