@@ -7,6 +7,8 @@ with ``gguf_file=`` (they cannot be saved or trained), and the folder loads ~10x
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import importlib.util
 import os
@@ -161,7 +163,8 @@ def _load_gguf_clean(gguf: Path, bar: Any) -> tuple[PreTrainedTokenizerBase, Pre
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     bar.update()
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with _gguf_reading_bar_off():
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # the GGUF "quantizer" blocks saving and training
@@ -170,6 +173,18 @@ def _load_gguf_clean(gguf: Path, bar: Any) -> tuple[PreTrainedTokenizerBase, Pre
     clean.generation_config = loaded.generation_config
     bar.update()
     return tokenizer, clean
+
+
+def _gguf_reading_bar_off() -> contextlib.AbstractContextManager[Any]:
+    """transformers reads a GGUF file under a bare tqdm bar of its own, which ignores its progress-bar switch: hide
+    it too when the libraries' bars are off (``HF_HUB_DISABLE_PROGRESS_BARS``, as the CLI sets unless --verbose)."""
+    if os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS", "").upper() not in ("1", "ON", "YES", "TRUE"):
+        return contextlib.nullcontext()
+    from unittest import mock
+
+    from transformers import modeling_gguf_pytorch_utils as reader
+
+    return mock.patch.object(reader, "tqdm", functools.partial(reader.tqdm, disable=True))
 
 
 def load_tokenizer(resolved: ResolvedModel, spec: ModelSpec) -> PreTrainedTokenizerBase:

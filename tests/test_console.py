@@ -49,3 +49,16 @@ def test_ftsdks_own_warnings_are_one_plain_line(capsys):
     with library_output():
         warnings.warn_explicit("3 example(s) dropped", UserWarning, tokenize.__file__, 1)
     assert capsys.readouterr().err == "ftsdk: warning: 3 example(s) dropped\n"
+
+
+def test_transformers_bare_gguf_reading_bar_is_hidden_with_the_others(capsys):
+    from transformers import modeling_gguf_pytorch_utils as reader
+
+    from ftsdk.models import _gguf_reading_bar_off
+
+    with library_output(), _gguf_reading_bar_off():
+        list(reader.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors..."))
+    assert "Converting" not in capsys.readouterr().err
+    with library_output(verbose=True), _gguf_reading_bar_off():
+        list(reader.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors..."))
+    assert "Converting" in capsys.readouterr().err
