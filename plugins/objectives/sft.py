@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ftsdk import Objective, PluginConfig, hookimpl
 from ftsdk.errors import DataError
+from ftsdk.replay import ReplayOptions
 from ftsdk.training import TrainJob, TrainOutcome, quiet_datasets, run_trainer, trainer_arguments
 
 
@@ -26,6 +27,17 @@ class SftConfig(PluginConfig):
     neftune_noise_alpha: float | None = Field(
         None, gt=0, description="NEFTune: noise added to embeddings during training (5 is a common value)."
     )
+    replay: ReplayOptions | None = Field(
+        None, description="Fight forgetting: mix general rows into training at a ratio, optionally with a KL pull "
+        "toward the base model on them: {data, ratio, kl_weight, seed}, see the training guide. None: task rows only."
+    )
+
+    @model_validator(mode="after")
+    def _replay_unpacked(self) -> SftConfig:
+        if self.replay is not None and self.packing:
+            raise ValueError("replay rows cannot be packed (the replay ratio and the KL count whole rows): "
+                             "drop packing: true, or drop replay:")
+        return self
 
 
 class SftObjective(Objective):
@@ -42,7 +54,7 @@ class SftObjective(Objective):
     def train(self, job: TrainJob) -> TrainOutcome:
         from trl import SFTConfig, SFTTrainer
 
-        train = self._dataset(job, job.train_examples, "training")
+        train = self._dataset(job, job.train_examples, "training", self.config.replay)
         evaluation = self._dataset(job, job.eval_examples, "evaluation") if job.eval_examples else None
         args = SFTConfig(
             **trainer_arguments(job),
@@ -53,18 +65,24 @@ class SftObjective(Objective):
         if self.config.packing:
             # with the KV cache on, packed rows attend to each other in transformers 5 (seen: 0.4 logit error)
             job.model.config.use_cache = False
+        trainer_class, extras = SFTTrainer, {}
+        if self.config.replay is not None:
+            from ftsdk_plugins.objectives._sft_replay import ReplaySFTTrainer
+
+            trainer_class, extras = ReplaySFTTrainer, {"kl_weight": self.config.replay.kl_weight}
         with quiet_datasets():
-            trainer = SFTTrainer(
+            trainer = trainer_class(
                 model=job.model,
                 args=args,
                 train_dataset=train,
                 eval_dataset=evaluation,
                 processing_class=job.tokenizer,
                 callbacks=job.callbacks,
+                **extras,
             )
         return run_trainer(trainer)
 
-    def _dataset(self, job: TrainJob, examples: Any, role: str) -> Any:
+    def _dataset(self, job: TrainJob, examples: Any, role: str, replay: ReplayOptions | None = None) -> Any:
         from datasets import Dataset
 
         from ftsdk.data.tokenize import tokenize_all
@@ -86,6 +104,12 @@ class SftObjective(Objective):
                 f"{job.training.max_length}",
                 stacklevel=2,
             )
+        if replay is not None:
+            from ftsdk.replay import mix, replay_rows
+
+            general = replay_rows(replay, job.tokenizer, job.training.max_length, self.config.assistant_only_loss,
+                                  self.config.assistant_turns)
+            return Dataset.from_dict(mix(kept, general, replay.ratio, replay.seed))
         return Dataset.from_dict(
             {"input_ids": [e.input_ids for e in kept], "labels": [e.labels for e in kept]}
         )
