@@ -233,4 +233,10 @@ class Recipe(_Strict):
         if template and template not in BUILTIN_TEMPLATES and not Path(template).is_absolute() \
                 and (base / template).is_file():
             template = str(base / template)
-        return {"data": data, "output_dir": resolve(self.output_dir), "model": model, "chat_template": template}
+        objective_config = self.objective_config
+        replay = objective_config.get("replay")
+        if isinstance(replay, dict) and isinstance(replay.get("data"), str) and replay["data"] != "general":
+            # sft's replay file (ftsdk.replay); "general" names the shipped set
+            objective_config = {**objective_config, "replay": {**replay, "data": str(resolve(Path(replay["data"])))}}
+        return {"data": data, "output_dir": resolve(self.output_dir), "model": model, "chat_template": template,
+                "objective_config": objective_config}

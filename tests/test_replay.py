@@ -146,3 +146,25 @@ def test_bad_replay_options_fail_before_loading(config, message):
 
     with pytest.raises(ConfigError, match=message):
         Tuner("model", objective_config=config)
+
+
+def test_a_recipes_replay_file_is_relative_to_the_recipe_and_trains_on_its_replies(tiny_tokenizer, tmp_path,
+                                                                                   monkeypatch):
+    import yaml
+
+    from ftsdk.data.tokenize import IGNORE_INDEX
+    from ftsdk.tuner import Tuner
+
+    folder = tmp_path / "recipes"
+    write_jsonl(folder / "general.jsonl", [
+        {"messages": [{"role": "user", "content": "name a fruit"}, {"role": "assistant", "content": "an apple"}]},
+        {"messages": [{"role": "user", "content": "say hello"}, {"role": "assistant", "content": "hello there"}]},
+    ])
+    (folder / "recipe.yaml").write_text(yaml.safe_dump({
+        "model": "model", "objective_config": {"replay": {"data": "general.jsonl", "ratio": 0.25}}}))
+    monkeypatch.chdir(tmp_path)  # not the recipe's folder
+    options = Tuner.from_recipe(folder / "recipe.yaml").objective.config.replay
+    assert options.source() == folder / "general.jsonl"
+    rows = replay_rows(options, tiny_tokenizer, 64, True)
+    trained = [tiny_tokenizer.decode([t for t in r.labels if t != IGNORE_INDEX]) for r in rows]
+    assert trained == ["an apple<|im_end|>", "hello there<|im_end|>"]  # the replies only, as for task rows
