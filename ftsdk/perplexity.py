@@ -70,20 +70,22 @@ def token_nlls(model: Any, sequences: list[list[int]], *, batch_size: int = 4) -
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()  # no dropout (a live model under training is in train mode)
-    with torch.inference_mode():
-        for start in range(0, len(sequences), batch_size):
-            batch = sequences[start : start + batch_size]
-            width = max(len(ids) for ids in batch)
-            ids = torch.zeros((len(batch), width), dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, tokens in enumerate(batch):
-                ids[row, : len(tokens)] = torch.tensor(tokens)
-                mask[row, : len(tokens)] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-            log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
-            picked = -log_probs.gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1).cpu()
-            out += [picked[row, : len(tokens) - 1].tolist() for row, tokens in enumerate(batch)]
-    model.train(was_training)
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(sequences), batch_size):
+                batch = sequences[start : start + batch_size]
+                width = max(len(ids) for ids in batch)
+                ids = torch.zeros((len(batch), width), dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, tokens in enumerate(batch):
+                    ids[row, : len(tokens)] = torch.tensor(tokens)
+                    mask[row, : len(tokens)] = 1
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+                log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
+                picked = -log_probs.gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1).cpu()
+                out += [picked[row, : len(tokens) - 1].tolist() for row, tokens in enumerate(batch)]
+    finally:
+        model.train(was_training)
     return out
 
 

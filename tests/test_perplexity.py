@@ -69,6 +69,8 @@ def test_reply_perplexity_counts_the_reply_tokens_only(tiny_model_dir):
     assert math.isclose(scored.reply.value, math.exp(reply_nll / reply_tokens), rel_tol=1e-5)
     assert math.isclose(scored.whole.value, math.exp(whole_nll / whole_tokens), rel_tol=1e-5)
     assert abs(scored.reply.value - scored.whole.value) > 1  # the prompt's tokens move the whole-conversation one
+    model.train()  # a live model under training: scored without dropout, and left in train mode
+    assert TransformersBackend(model, tokenizer).perplexity(CONVERSATIONS) == scored and model.training
 
 
 def test_reply_tokens_keep_the_reply_when_the_prompt_is_cut(tiny_tokenizer):
