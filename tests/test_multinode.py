@@ -174,14 +174,15 @@ def processes_with(marker: str, **variables: str) -> list[int]:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
 def test_a_killed_worker_is_restarted_and_the_run_ends_as_an_uninterrupted_one(
         float32_single, tiny_model_dir, chat_data, tmp_path):  # noqa: F811
-    """`ftsdk train --max-restarts 1`: SIGKILL one worker mid-run; torchrun restarts both, they resume from the
+    """`ftsdk train --max-restarts 2`: SIGKILL one worker mid-run; torchrun restarts both, they resume from the
     newest sealed checkpoint, and the adapter equals the uninterrupted single process's."""
     from ftsdk.checkpoints import checkpoints_dir, complete_checkpoints
 
     recipe = write_recipe(tmp_path, tiny_model_dir, chat_data[0], "elastic", FLOAT32 | {"batch_size": 4,
                           "save_steps": 1, "save_total_limit": 2}, {"strategy": "ddp"})
     output = tmp_path / "elastic"
-    run = subprocess.Popen([sys.executable, "-m", "ftsdk.cli", "train", "--nproc", "2", "--max-restarts", "1",
+    # two restarts allowed: once, on this loaded machine, the restarted group's gloo mesh failed to connect
+    run = subprocess.Popen([sys.executable, "-m", "ftsdk.cli", "train", "--nproc", "2", "--max-restarts", "2",
                             str(recipe)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            env={**os.environ, "OMP_NUM_THREADS": "1", "FTSDK_TEST_MARKER": str(tmp_path)})
     deadline = time.monotonic() + 400
@@ -191,6 +192,11 @@ def test_a_killed_worker_is_restarted_and_the_run_ends_as_an_uninterrupted_one(
         time.sleep(0.02)
     (victim,) = processes_with(str(tmp_path), RANK="1", TORCHELASTIC_RESTART_COUNT="0")
     os.kill(victim, signal.SIGKILL)  # mid-run: 6 steps, a checkpoint after each
+    restarted = []
+    while run.poll() is None and not restarted:  # torchrun starts the worker group again: attempt 1
+        restarted = processes_with(str(tmp_path), TORCHELASTIC_RESTART_COUNT="1")
+        time.sleep(0.05)
+    assert restarted, run.stderr.read()[-3000:]
     _, stderr = run.communicate(timeout=500)
     assert run.returncode == 0, stderr[-3000:]
     assert not output.with_name("elastic.checkpoints").exists()
@@ -199,4 +205,3 @@ def test_a_killed_worker_is_restarted_and_the_run_ends_as_an_uninterrupted_one(
     expected, got = adapter(float32_single["lora"]), adapter(output)
     assert max(float((expected[k] - got[k]).abs().max()) for k in expected) == 0.0
     assert losses(output) == pytest.approx(losses(float32_single["lora"]), abs=1e-6)
-    assert "restart" in stderr.lower()  # torchrun's agent reports restarting the worker group
