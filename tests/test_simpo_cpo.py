@@ -40,10 +40,7 @@ def test_simpo_passes_its_loss_and_margin_to_trl(tiny_model_dir, tmp_path, monke
             seen["args"] = kwargs["args"]
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(cpo, "cpo_classes", lambda: (config_class, Recording))
-    import ftsdk_plugins.objectives.simpo as simpo
-
-    monkeypatch.setattr(simpo, "cpo_classes", lambda: (config_class, Recording))
+    monkeypatch.setattr(cpo, "cpo_classes", lambda: (config_class, Recording))  # SimPO is CPO's trainer
     fit(tiny_model_dir, "simpo", preference_rows(8, seed=1), tmp_path / "s",
         config={"beta": 2.5, "gamma": 1.25, "cpo_alpha": 0.1}, training={"max_steps": 1})
     args = seen["args"]

@@ -7,11 +7,9 @@ from typing import Any
 
 from pydantic import Field
 
-from ftsdk import Adapter, PluginConfig, hookimpl
-from ftsdk.config import TrainingConfig
+from ftsdk import PluginConfig, hookimpl
 from ftsdk.training import TrainJob
-from ftsdk_plugins.objectives._trl import TrlObjective, refuse_adapter_on_lm_head
-from ftsdk_plugins.objectives.cpo import cpo_classes
+from ftsdk_plugins.objectives.cpo import CpoObjective
 
 
 class SimpoConfig(PluginConfig):
@@ -34,21 +32,15 @@ class SimpoConfig(PluginConfig):
     )
 
 
-class SimpoObjective(TrlObjective):
-    """Prefer chosen over rejected answers by their average log-probability, without a reference model."""
+class SimpoObjective(CpoObjective):
+    """Prefer chosen over rejected answers by their average log-probability, without a reference model: CPO's
+    trainer with SimPO's loss."""
 
     name = "simpo"
     summary = "SimPO: length-normalised, reference-free preference optimization with a margin (TRL CPO)"
     Config = SimpoConfig
-    data_task = "preference"
 
-    config: SimpoConfig
-
-    def check_training(self, training: TrainingConfig, adapter: Adapter) -> None:
-        refuse_adapter_on_lm_head(self.name, adapter)
-
-    def trl_classes(self) -> tuple[type, type]:
-        return cpo_classes()
+    config: SimpoConfig  # type: ignore[assignment]
 
     def method_arguments(self, job: TrainJob) -> dict[str, Any]:
         return {
