@@ -34,6 +34,8 @@ def rows_of_format(name: str, count: int, seed: int = 0) -> list[dict[str, Any]]
         if name == "alpaca":
             return [{"instruction": q, "output": a} for q, a in pairs]
         return [{"prompt": q, "completion": a} for q, a in pairs]
+    if name == "text":  # raw text for continued pre-training: each question and its answer as one document
+        return [{"text": f"{q} {a}."} for q, a in (_question_answer(row) for row in task_rows(count, seed))]
     if name == "preference":
         return preference_rows(count, seed)
     if name == "chat_preference":
