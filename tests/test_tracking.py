@@ -65,6 +65,7 @@ def test_mlflow_sqlite_store_holds_params_metrics_and_artifacts(tiny_model_dir, 
     from mlflow import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.chdir(tmp_path)  # a SQLite store keeps its artifacts in ./mlruns, MLflow's default
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "ftsdk-tests")
     mlflow.set_tracking_uri(uri)
