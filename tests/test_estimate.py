@@ -167,3 +167,15 @@ tuner.fit("{data}", output_dir=os.path.join("{out}", adapter), overwrite=True)
 measured = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
 print(json.dumps({{"estimate": predicted, "measured": measured, "error": (predicted - measured) / measured}}))
 """
+
+
+def test_a_recipe_for_estimating_needs_no_data_or_output(llama_8b, tmp_path, capsys):
+    """Estimating never trains: data and output_dir are optional there, and `ftsdk train` asks for them."""
+    recipe = tmp_path / "estimate-only.yaml"
+    recipe.write_text(yaml.safe_dump({"model": str(llama_8b), "adapter_config": {"r": 8}}))
+    assert main(["estimate", str(recipe)]) == 0 and "trainable" in capsys.readouterr().out
+    assert main(["train", str(recipe)]) == 2
+    assert "has no data section: training needs one" in capsys.readouterr().err
+    recipe.write_text(yaml.safe_dump({"model": str(llama_8b), "data": {"train": "train.jsonl"}}))
+    assert main(["train", str(recipe)]) == 2
+    assert "has no output_dir" in capsys.readouterr().err
