@@ -280,3 +280,27 @@ def test_peak_memory_stays_near_a_few_tensors(tmp_path: Path) -> None:
     assert 8 < rise_mb < 192, f"peak RSS rose by {rise_mb:.0f} MB while merging three 384 MB models"
     merged = read_weights(tmp_path / "out")
     assert len(merged) == 48 and float(merged["model.layers.5.w"][0, 0]) == 1.0
+
+
+@pytest.mark.parametrize("damage", ["huge length", "not json", "not an object", "entry without offsets",
+                                    "offsets past the end", "short file"])
+def test_a_damaged_safetensors_header_is_one_clear_error(tmp_path, damage):
+    import json
+    import struct
+
+    from ftsdk.errors import ModelLoadError
+    from ftsdk.merging.safetensors_io import read_header
+
+    good = {"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}
+    header = {
+        "not json": b"{not json",
+        "not an object": b"[1, 2]",
+        "entry without offsets": json.dumps({"w": {"dtype": "F32", "shape": [2]}}).encode(),
+        "offsets past the end": json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 10**12]}}).encode(),
+    }.get(damage, json.dumps(good).encode())
+    length = {"huge length": 2**63}.get(damage, len(header))
+    body = struct.pack("<Q", length) + header + bytes(8)
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(body[:5] if damage == "short file" else body)
+    with pytest.raises(ModelLoadError, match="cannot read the safetensors header"):
+        read_header(path)

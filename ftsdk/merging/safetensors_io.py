@@ -71,20 +71,36 @@ class TensorInfo:
 
 
 def read_header(path: Path) -> dict[str, TensorInfo]:
-    """The tensors of one safetensors file, from its header alone."""
+    """The tensors of one safetensors file, from its header alone; a corrupt header is a ModelLoadError."""
+
+    def corrupt(why: str) -> ModelLoadError:
+        return ModelLoadError(f"cannot read the safetensors header of {path}: {why}",
+                              hint="the file is damaged or not safetensors; write or download it again")
+
     try:
+        size = path.stat().st_size
         with open(path, "rb") as handle:
             (length,) = struct.unpack("<Q", handle.read(8))
+            if length > size - 8:  # read no more than the file holds (a damaged length asks for exabytes)
+                raise corrupt(f"its header claims {length:,} bytes of a {size:,}-byte file")
             header = json.loads(handle.read(length))
-    except (OSError, struct.error, ValueError) as exc:
-        raise ModelLoadError(f"cannot read the safetensors header of {path}: {exc}") from None
+    except (OSError, struct.error, ValueError, RecursionError) as exc:
+        raise corrupt(str(exc)) from None
+    if not isinstance(header, dict):
+        raise corrupt("the header is not a JSON object")
     header.pop("__metadata__", None)
     tensors = {}
     for name, entry in header.items():
-        if entry["dtype"] not in DTYPE_NAMES:
-            raise ModelLoadError(f"{path}: tensor {name} has dtype {entry['dtype']}, which ftsdk cannot merge")
-        begin, end = (8 + length + offset for offset in entry["data_offsets"])
-        tensors[name] = TensorInfo(name, path, entry["dtype"], tuple(entry["shape"]), begin, end)
+        try:
+            dtype, shape, (first, last) = entry["dtype"], tuple(int(n) for n in entry["shape"]), entry["data_offsets"]
+            begin, end = 8 + length + int(first), 8 + length + int(last)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise corrupt(f"tensor {name!r} has a malformed entry ({type(exc).__name__}: {exc})") from None
+        if dtype not in DTYPE_NAMES:
+            raise ModelLoadError(f"{path}: tensor {name} has dtype {dtype}, which ftsdk cannot merge")
+        if not 8 + length <= begin <= end <= size:
+            raise corrupt(f"tensor {name!r} lies outside the file (bytes {begin:,} to {end:,} of {size:,})")
+        tensors[name] = TensorInfo(name, path, dtype, shape, begin, end)
     return tensors
 
 
