@@ -50,12 +50,23 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     quick.add_argument("--model", default="smollm2-135m", help="base model (default: %(default)s)")
     quick.add_argument("--output-dir", default="runs/quickstart", help="where the adapter goes (%(default)s)")
     quick.add_argument("--epochs", type=float, default=None, help="training epochs (default: the tuned preset)")
-    quick.add_argument("--max-steps", type=int, default=None, metavar="N",
+    quick.add_argument("--max-steps", type=_positive, default=None, metavar="N",
                        help="a short run: stop training after N optimizer steps")
-    quick.add_argument("--limit", type=int, default=None, metavar="N",
+    quick.add_argument("--limit", type=_positive, default=None, metavar="N",
                        help="a short run: evaluate the first N test rows and fewer general prompts")
     quick.add_argument("--overwrite", action="store_true", help="replace an earlier quickstart output")
     quick.set_defaults(run=_cmd_quickstart)
+
+
+def _positive(text: str) -> int:
+    """A whole number of at least 1 (refused by argparse before anything runs)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
