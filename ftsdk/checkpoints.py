@@ -159,7 +159,7 @@ def find_checkpoint(where: str | Path) -> Checkpoint:
 
 def changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """Human-readable differences between two fingerprints: ``training.learning_rate: 0.001 -> 0.002``."""
-    flat_saved, flat_current = _flatten(saved), _flatten(current)
+    flat_saved, flat_current = flatten(saved), flatten(current)
     lines = []
     for key in sorted(set(flat_saved) | set(flat_current)):
         before, after = flat_saved.get(key, "(absent)"), flat_current.get(key, "(absent)")
@@ -181,11 +181,12 @@ def check_resumable(checkpoint: Checkpoint, current: Mapping[str, Any], force: b
     return differences
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as ``{"a.b.c": leaf}``."""
     if isinstance(value, Mapping):
         flat: dict[str, Any] = {}
         for key, item in value.items():
-            flat |= _flatten(item, f"{prefix}{key}.")
+            flat |= flatten(item, f"{prefix}{key}.")
         return flat
     return {prefix.rstrip("."): value}
 

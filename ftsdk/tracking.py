@@ -49,15 +49,13 @@ def tensorboard_dir(output_dir: Path, run_name: str) -> Path:
     return output_dir.parent / "tensorboard" / run_name
 
 
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested mapping as ``{"a.b.c": leaf}`` (lists become JSON strings: trackers take scalars)."""
-    if isinstance(value, Mapping):
-        flat: dict[str, Any] = {}
-        for key, item in value.items():
-            flat |= flatten(item, f"{prefix}{key}.")
-        return flat
-    leaf = value if value is None or isinstance(value, (bool, int, float, str)) else json.dumps(value, default=str)
-    return {prefix.rstrip("."): leaf}
+def flatten(value: Any) -> dict[str, Any]:
+    """A nested mapping as ``{"a.b.c": leaf}``, other leaves than scalars as JSON strings (trackers take scalars)."""
+    from ftsdk.checkpoints import flatten as flatten_mapping
+
+    scalar = (bool, int, float, str)
+    return {key: leaf if leaf is None or isinstance(leaf, scalar) else json.dumps(leaf, default=str)
+            for key, leaf in flatten_mapping(value).items()}
 
 
 class RunTracking:
