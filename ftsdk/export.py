@@ -79,7 +79,7 @@ def _merged(
     spec: ModelSpec, peft_config: Any, base_weights: BaseWeights,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Load the base, merge the adapter into it; the merged model, its tokenizer and the output's manifest."""
-    from peft import PeftModel
+    from ftsdk.peft_wrapping import load_adapter
 
     from ftsdk.device import choose_placement
     from ftsdk.models import load_model, load_tokenizer, resolve
@@ -97,7 +97,7 @@ def _merged(
     if trained:  # e.g. the reward objective's one-output score head
         objective = plugins.create("objective", trained["objective"]["name"], trained["objective"]["config"])
         base = objective.prepare_model(base)
-    merged = _merge(PeftModel.from_pretrained(base, str(adapter_dir)), peft_config)
+    merged = _merge(load_adapter(base, adapter_dir), peft_config)
     from_adapter = (adapter_dir / "tokenizer_config.json").is_file()
     if from_adapter:
         from transformers import AutoTokenizer

@@ -146,10 +146,10 @@ class Tuner:
             return tuner
         tuner = cls.from_manifest(manifest, trust_remote_code=trust_remote_code)
         if manifest["kind"] == "adapter":
-            from peft import PeftModel
+            from ftsdk.peft_wrapping import load_adapter
 
             base, _ = tuner._load_base()
-            tuner.model = PeftModel.from_pretrained(base, str(output_dir))
+            tuner.model = load_adapter(base, output_dir)
         else:  # a full model: its folder holds the weights and the tokenizer
             tuner._load_base(ResolvedModel(str(output_dir), "local", str(output_dir)))
         tuner.output_dir = Path(output_dir)

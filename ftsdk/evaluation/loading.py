@@ -83,11 +83,11 @@ class CandidatePool:
             model = ModelSpec(name=spec.source, trust_remote_code=spec.trust_remote_code)
             yield TransformersBackend(*self._base(model))
             return
-        from peft import PeftModel
+        from ftsdk.peft_wrapping import load_adapter
 
         base, tokenizer = self._base(adapter_base(spec))
         try:
-            tuned = PeftModel.from_pretrained(base, spec.source, adapter_name=spec.name).eval()
+            tuned = load_adapter(base, spec.source, adapter_name=spec.name).eval()
         except (OSError, ValueError, KeyError) as exc:
             raise ModelLoadError(f"candidate '{spec.name}': cannot load adapter {spec.source}: {exc}",
                                  hint="is it an adapter of this base? set base: in the candidate") from None

@@ -112,9 +112,9 @@ def compare_with_transformers(gguf_folder_or_file: str | Path, reference_folder:
     tokenizer = AutoTokenizer.from_pretrained(reference_folder)
     model = AutoModelForCausalLM.from_pretrained(reference_folder, dtype=torch.float32)
     if reference_adapter is not None:
-        from peft import PeftModel
+        from ftsdk.peft_wrapping import load_adapter
 
-        model = PeftModel.from_pretrained(model, str(reference_adapter))
+        model = load_adapter(model, reference_adapter)
     model.eval()
     sequences = [ids for ids in encode_texts(tokenizer, list(texts), max_length=max_length) if len(ids) > 1]
     llm = load_gguf(path, lora=lora, n_ctx=max(len(ids) for ids in sequences), type_k=0, type_v=0)  # f32 KV cache

@@ -106,6 +106,6 @@ class PeftAdapter(Adapter):
         return config_class(**{"task_type": task_type(model), **self.peft_kwargs(model)})
 
     def wrap(self, model: Any) -> Any:
-        import peft
+        from ftsdk.peft_wrapping import wrap
 
-        return peft.get_peft_model(model, self.peft_config(model))
+        return wrap(model, self.peft_config(model))

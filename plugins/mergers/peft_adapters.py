@@ -166,12 +166,15 @@ class AdapterMerge:
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
 
+        from ftsdk.peft_wrapping import without_unused_backends
+
         dtype = getattr(torch, self.request.dtype or "float32")
         model = AutoModelForCausalLM.from_pretrained(self.base, dtype=dtype)
         names = [f"input{i}" for i in range(len(self.adapters))]
-        peft_model = PeftModel.from_pretrained(model, self.adapters[0].path, adapter_name=names[0])
-        for name, adapter in zip(names[1:], self.adapters[1:]):
-            peft_model.load_adapter(adapter.path, adapter_name=name)
+        with without_unused_backends(model):
+            peft_model = PeftModel.from_pretrained(model, self.adapters[0].path, adapter_name=names[0])
+            for name, adapter in zip(names[1:], self.adapters[1:]):
+                peft_model.load_adapter(adapter.path, adapter_name=name)
         weights = [float(a.source.params.weight) for a in self.adapters]  # type: ignore[attr-defined]
         with torch.random.fork_rng(devices=[]):
             if self.seed is not None:

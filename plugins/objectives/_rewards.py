@@ -209,11 +209,13 @@ class RewardModel:
 
         adapter = Path(folder) / "adapter_config.json"
         if adapter.is_file():
-            from peft import PeftConfig, PeftModel
+            from peft import PeftConfig
+
+            from ftsdk.peft_wrapping import load_adapter
 
             base = PeftConfig.from_pretrained(folder).base_model_name_or_path
             model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=torch.float32)
-            model = PeftModel.from_pretrained(model, folder)
+            model = load_adapter(model, folder)
         else:
             model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32)
         if model.config.num_labels != 1:
