@@ -45,7 +45,7 @@ def run_baseline(data: Path, steps: int, out: Path, checkpointing: bool) -> dict
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from ftsdk.models import resolve
+    from ftsdk.models.loading import resolve
 
     folder = resolve(MODEL).source
     tokenizer = AutoTokenizer.from_pretrained(folder)

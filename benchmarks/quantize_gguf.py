@@ -51,7 +51,7 @@ def converter_folder(folder: Path) -> Path:
 
 
 def trial_ftsdk(model: str, out: Path, type_name: str) -> tuple[float, int]:
-    code = ("import sys; from pathlib import Path; from ftsdk.quantizing import QuantizeJob; "
+    code = ("import sys; from pathlib import Path; from ftsdk.quantizing.run import QuantizeJob; "
             "from ftsdk_plugins.quantizers.gguf import GGUFQuantizer; out = Path(sys.argv[2]); out.mkdir(); "
             "facts = GGUFQuantizer({'type': sys.argv[3], 'verify': False}).quantize(QuantizeJob(Path(sys.argv[1]), "
             "'model', out)); print(json.dumps(facts['seconds']), file=open(sys.argv[4], 'w'))")
@@ -89,7 +89,7 @@ def same_tensors(ours: Path, theirs: Path) -> str:
 def resolve_model(model: str) -> str:
     if Path(model).is_dir():
         return model
-    code = "import sys; from ftsdk.models import resolve; print(resolve(sys.argv[1]).source)"
+    code = "import sys; from ftsdk.models.loading import resolve; print(resolve(sys.argv[1]).source)"
     return subprocess.run([sys.executable, "-c", code, model], check=True, capture_output=True, text=True).stdout.strip()
 
 

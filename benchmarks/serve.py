@@ -41,7 +41,7 @@ def prepare(model: str, folder: Path) -> tuple[str, dict[str, str]]:
 
         base = str(build_tiny_model(folder / "tiny"))
     else:
-        from ftsdk.models import resolve
+        from ftsdk.models.loading import resolve
 
         base = resolve(model).source
     adapters = {}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ftsdk.errors import (
+from ftsdk.plugin.errors import (
     ConfigError,
     DataError,
     FtsdkError,
@@ -19,34 +19,35 @@ from ftsdk.errors import (
     PluginUnavailableError,
     UnknownPluginError,
 )
-from ftsdk.hookspecs import hookimpl
-from ftsdk.kinds import Adapter, Launcher, Merger, Objective, PluginConfig, Quantizer
+from ftsdk.plugin.hookspecs import hookimpl
+from ftsdk.plugin.kinds import Adapter, Launcher, Merger, Objective, PluginConfig, Quantizer
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Tuner": "ftsdk.tuner",
-    "FitResult": "ftsdk.tuner",
-    "Recipe": "ftsdk.config",
-    "ModelSpec": "ftsdk.config",
-    "TrainingConfig": "ftsdk.config",
-    "plugins": "ftsdk.plugins",
+    "Tuner": "ftsdk.training.tuner",
+    "FitResult": "ftsdk.training.tuner",
+    "Recipe": "ftsdk.training.recipe",
+    "ModelSpec": "ftsdk.training.recipe",
+    "TrainingConfig": "ftsdk.training.recipe",
+    "plugins": "ftsdk.plugin.registry",
     "merge": "ftsdk.merging",
-    "merge_adapter": "ftsdk.export",
-    "estimate": "ftsdk.estimate",
+    "merge_adapter": "ftsdk.merging.adapter",
+    "estimate": "ftsdk.training.estimate",
     "Chain": "ftsdk.chain",
-    "quantize": "ftsdk.quantizing",
+    "quantize": "ftsdk.quantizing.run",
 }
 
 if TYPE_CHECKING:
     from ftsdk import plugins
     from ftsdk.chain import Chain
-    from ftsdk.config import ModelSpec, Recipe, TrainingConfig
-    from ftsdk.estimate import estimate
-    from ftsdk.export import merge_adapter
     from ftsdk.merging import merge
-    from ftsdk.quantizing import quantize
-    from ftsdk.tuner import FitResult, Tuner
+    from ftsdk.merging.adapter import merge_adapter
+    from ftsdk.models.spec import ModelSpec
+    from ftsdk.quantizing.run import quantize
+    from ftsdk.training.estimate import estimate
+    from ftsdk.training.recipe import Recipe, TrainingConfig
+    from ftsdk.training.tuner import FitResult, Tuner
 
 
 def __getattr__(name: str) -> Any:

@@ -20,8 +20,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ftsdk.errors import ConfigError, OutputExistsError
 from ftsdk.locks import hold_lock, lock_file_for
+from ftsdk.plugin.errors import ConfigError, OutputExistsError
 
 MANIFEST_NAME = "ftsdk.json"
 
@@ -75,7 +75,7 @@ def claim_output(
 ) -> Iterator[Path]:
     """Hold ``target`` for a writer from its first check to its last write; yield it.
 
-    Takes the output's lock (:class:`~ftsdk.errors.OutputInUseError` if a live process holds it), finishes
+    Takes the output's lock (:class:`~ftsdk.plugin.errors.OutputInUseError` if a live process holds it), finishes
     what a killed writer left beside it (:func:`clean_leftovers`), refuses an overlap with ``inputs``
     (:func:`check_overlap`) and a non-empty folder unless ``overwrite``. Call it before expensive work, so a
     second writer fails at once; :func:`atomic_output_dir` inside it reuses the lock.

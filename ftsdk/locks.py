@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ftsdk.errors import OutputInUseError
+from ftsdk.plugin.errors import OutputInUseError
 
 try:
     import fcntl
@@ -44,7 +44,7 @@ def lock_file_for(target: str | Path) -> Path:
 def hold_lock(lock_file: str | Path, what: str | Path, *, wait: bool = False) -> Iterator[bool]:
     """Hold the lock ``lock_file`` guarding ``what``; yield whether this call took it (False: already held here).
 
-    Another live process holding it raises :class:`~ftsdk.errors.OutputInUseError` naming its PID, or with
+    Another live process holding it raises :class:`~ftsdk.plugin.errors.OutputInUseError` naming its PID, or with
     ``wait`` this waits until it is released.
     """
     path = os.path.abspath(lock_file)

@@ -90,7 +90,7 @@ def test_merged_model_computes_what_the_adapted_one_did(case, fit, tiny_model_di
     tuner, result = fit(case)
     merged_dir = tuner.merge_adapter(tmp_path / "merged") if case == "lora" else None
     if merged_dir is None:
-        from ftsdk.export import merge_adapter
+        from ftsdk.merging.adapter import merge_adapter
 
         merged_dir = merge_adapter(result.output_dir, tmp_path / "merged")
     adapted = PeftModel.from_pretrained(base_model(tiny_model_dir), result.output_dir)
@@ -177,7 +177,7 @@ def test_peft_adapters_train_a_score_head_too(adapter, config, tiny_model_dir):
 
 @pytest.mark.parametrize("name", ["qlora-sft", "peft-loha-sft"])
 def test_the_adapter_recipes_validate(name):
-    from ftsdk.config import Recipe
+    from ftsdk.training.recipe import Recipe
 
     recipe = Recipe.from_yaml(Path(__file__).resolve().parent.parent / "examples" / "recipes" / f"{name}.yaml")
     assert recipe.data.train.is_file()

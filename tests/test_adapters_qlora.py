@@ -12,7 +12,7 @@ import torch
 
 from ftsdk import ConfigError, Tuner, plugins
 from ftsdk.artifacts import read_manifest
-from ftsdk.device import Placement
+from ftsdk.models.device import Placement
 
 pytest.importorskip("bitsandbytes")
 pytestmark = pytest.mark.filterwarnings("ignore:MatMul8bitLt")
@@ -53,7 +53,7 @@ def test_four_bit_training_moves_the_loss_and_reloads_on_a_four_bit_base(nf4, ti
     assert config["bits"] == 4 and config["quant_type"] == "nf4" and config["double_quant"]
     adapter = plugins.create("adapter", "qlora", config)
     spec, placement = tuner.model_spec, Placement("cpu", torch.float32)
-    from ftsdk.models import resolve
+    from ftsdk.models.loading import resolve
 
     base = adapter.load_model(resolve(spec), spec, placement, "causal_lm")
     reloaded = PeftModel.from_pretrained(base, result.output_dir)
@@ -75,7 +75,7 @@ def test_merge_uses_the_dequantized_base_never_the_four_bit_one(nf4, tiny_model_
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from ftsdk.export import merge_adapter
+    from ftsdk.merging.adapter import merge_adapter
 
     tuner, result = nf4
     merged_dir = merge_adapter(result.output_dir, tmp_path / "merged")
@@ -84,7 +84,7 @@ def test_merge_uses_the_dequantized_base_never_the_four_bit_one(nf4, tiny_model_
     assert read_manifest(merged_dir)["base_weights"] == "dequantized"
 
     adapter = plugins.create("adapter", "qlora", read_manifest(result.output_dir)["adapter"]["config"])
-    from ftsdk.models import resolve
+    from ftsdk.models.loading import resolve
 
     quantized = adapter.load_model(resolve(tuner.model_spec), tuner.model_spec, Placement("cpu", torch.float32),
                                    "causal_lm")
@@ -106,7 +106,7 @@ def test_merge_uses_the_dequantized_base_never_the_four_bit_one(nf4, tiny_model_
 
 def test_loading_targets_the_placement_device_with_its_compute_dtype(monkeypatch):
     seen = {}
-    monkeypatch.setattr("ftsdk.models.load_model", lambda *args, **kwargs: seen.update(kwargs))
+    monkeypatch.setattr("ftsdk.models.loading.load_model", lambda *args, **kwargs: seen.update(kwargs))
     adapter = plugins.create("adapter", "qlora", {})
     adapter.load_model(None, None, Placement("cuda", torch.bfloat16), "sequence_classification")
     quantization = seen["quantization_config"]

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ftsdk.errors import ConfigError
+from ftsdk.plugin.errors import ConfigError
 from ftsdk.testing import conformance
 from ftsdk.testing.tiny import TINY_ARCHITECTURES, TinySpec, build_tiny_model, task_rows, write_jsonl
 
@@ -116,9 +116,9 @@ def test_lora_trains_merges_and_exports(arch: str, models: dict[str, Path], trai
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from ftsdk.export import merge_adapter
     from ftsdk.gguf.convert import convert_model
     from ftsdk.gguf.verify import compare_with_transformers
+    from ftsdk.merging.adapter import merge_adapter
 
     merged = merge_adapter(trained[arch], tmp_path / "merged")
     ids = torch.tensor([[5, 17, 42, 99, 7, 300, 12]])

@@ -15,7 +15,7 @@ from ftsdk import Chain, ConfigError, Quantizer, plugins
 from ftsdk.artifacts import read_manifest
 from ftsdk.chain.config import load_chain_config
 from ftsdk.cli import main
-from ftsdk.quantizing import QuantizeJob
+from ftsdk.plugin.jobs import QuantizeJob
 from ftsdk.testing.kit import active
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "chains"

@@ -6,7 +6,7 @@ import pytest
 
 from ftsdk.data.templates import BUILTIN_TEMPLATES, load_chat_template
 from ftsdk.data.tokenize import tokenize_example
-from ftsdk.errors import ConfigError
+from ftsdk.plugin.errors import ConfigError
 from ftsdk.testing import build_tokenizer
 from tests.test_data_shapes import TOOL_ROW
 from tests.test_masking import CONVERSATION, trained_text
@@ -73,7 +73,7 @@ def test_a_base_model_trains_with_a_chosen_template_saved_with_the_output(tiny_m
 
     from ftsdk import Tuner
     from ftsdk.artifacts import read_manifest
-    from ftsdk.errors import DataError
+    from ftsdk.plugin.errors import DataError
     from ftsdk.testing import write_jsonl
     from tests.test_data_training import TRAINING, with_template
 

@@ -135,7 +135,7 @@ def test_a_full_disk_while_merging_leaves_nothing_behind(tiny_finetunes, tmp_pat
 
 def test_an_interrupted_gguf_conversion_leaves_no_cache_entry(tmp_path, capsys, monkeypatch):
     """Ctrl-C while the default model is converted: one message, exit 130, and no half-written cache folder."""
-    import ftsdk.models as models
+    import ftsdk.models.loading as models
 
     class Interrupted:
         def save_pretrained(self, folder):

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ftsdk import ConfigError, PluginConfig, plugins
 from ftsdk.data.formats import FORMATS, FORMATS_OF_TASK
 from ftsdk.data.loading import load_dataset
-from ftsdk.kinds import Quantizer
+from ftsdk.plugin.kinds import Quantizer
 from ftsdk.testing import conformance
 from ftsdk.testing.conformance import ConformanceError
 from ftsdk.testing.datasets import rows_of_format, rows_of_task

@@ -54,7 +54,7 @@ def test_ftsdks_own_warnings_are_one_plain_line(capsys):
 def test_transformers_bare_gguf_reading_bar_is_hidden_with_the_others(capsys):
     from transformers import modeling_gguf_pytorch_utils as reader
 
-    from ftsdk.models import _gguf_reading_bar_off
+    from ftsdk.models.loading import _gguf_reading_bar_off
 
     with library_output(), _gguf_reading_bar_off():
         list(reader.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors..."))

@@ -12,7 +12,7 @@ from ftsdk.data.curate import check, prepare
 from ftsdk.data.duplicates import exact_groups, near_groups
 from ftsdk.data.pii import find_pii, redact
 from ftsdk.data.split import split_indices
-from ftsdk.errors import ConfigError, OutputExistsError
+from ftsdk.plugin.errors import ConfigError, OutputExistsError
 from ftsdk.testing import build_tokenizer, write_jsonl
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ftsdk.data.loading import MAX_LISTED_PROBLEMS, load_dataset
-from ftsdk.errors import DataError
+from ftsdk.plugin.errors import DataError
 from ftsdk.testing import write_jsonl
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}

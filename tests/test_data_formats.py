@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ftsdk.data.loading import load_dataset
-from ftsdk.errors import DataError
+from ftsdk.plugin.errors import DataError
 from ftsdk.testing.tiny import preference_rows, prompt_rows, unpaired_rows, write_jsonl
 
 USER = [{"role": "user", "content": "2+2?"}]

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from ftsdk.data.curate import check
 from ftsdk.data.formats import FORMATS_OF_TASK
-from ftsdk.errors import DataError
+from ftsdk.plugin.errors import DataError
 
 KEYS = ["messages", "role", "content", "tools", "tool_calls", "tool_call_id", "name", "function", "arguments",
         "type", "id", "instruction", "input", "output", "prompt", "completion", "chosen", "rejected", "label",

@@ -16,7 +16,7 @@ from ftsdk.cli import main
 from ftsdk.data import reading
 from ftsdk.data.curate import check, report_markdown
 from ftsdk.data.loading import load_dataset
-from ftsdk.errors import DataError
+from ftsdk.plugin.errors import DataError
 from ftsdk.testing import write_jsonl
 
 

@@ -9,7 +9,7 @@ import pytest
 from ftsdk.data.curate import check
 from ftsdk.data.loading import load_dataset
 from ftsdk.data.tokenize import IGNORE_INDEX, pack, tokenize_all, tokenize_example
-from ftsdk.errors import DataError
+from ftsdk.plugin.errors import DataError
 from ftsdk.testing import build_tokenizer, write_jsonl
 from tests.test_masking import CONVERSATION, trained_text
 

@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from ftsdk.cli import main
-from ftsdk.config import Recipe
 from ftsdk.data.curate import check
 from ftsdk.data.loading import load_dataset
-from ftsdk.errors import DataError
+from ftsdk.plugin.errors import DataError
 from ftsdk.testing import write_jsonl
+from ftsdk.training.recipe import Recipe
 from tests.helpers import run_python
 
 ROWS = [{"question": "color of the sky?", "answer": "blue"}, {"question": "color of grass?", "answer": "green"},
@@ -110,7 +110,7 @@ def test_hub_ids_load_through_datasets_from_its_offline_cache(tmp_path):
     """The real ``datasets.load_dataset`` code path, served from a cache laid out as datasets writes it."""
     env = build_datasets_cache(tmp_path, "ftsdk-test/colors")
     code = (
-        "import json\nfrom ftsdk.data.loading import load_dataset\nfrom ftsdk.errors import DataError\n"
+        "import json\nfrom ftsdk.data.loading import load_dataset\nfrom ftsdk.plugin.errors import DataError\n"
         "rename = {'question': 'prompt', 'answer': 'completion'}\n"
         "train = load_dataset({'hub': 'ftsdk-test/colors'}, columns=rename)\n"
         "test = load_dataset({'hub': 'ftsdk-test/colors', 'split': 'test', 'streaming': True}, columns=rename)\n"

@@ -12,7 +12,7 @@ from ftsdk.data.curate import check
 from ftsdk.data.loading import load_dataset
 from ftsdk.data.stream import check_stream, tokenize_source
 from ftsdk.data.tokenize import tokenize_all
-from ftsdk.errors import DataError
+from ftsdk.plugin.errors import DataError
 from ftsdk.testing import build_tokenizer, write_jsonl
 from tests.test_curation import ROWS
 

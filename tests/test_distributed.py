@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 from ftsdk import ConfigError, plugins
-from ftsdk.config import Recipe
-from ftsdk.distributed.config import DistributedConfig
-from ftsdk.distributed.launch import LaunchRequest
-from ftsdk.distributed.strategies import check_trainer, trainer_options
-from ftsdk.distributed.world import World, check_world, current_world
+from ftsdk.plugin.jobs import LaunchRequest
+from ftsdk.training.distributed.config import DistributedConfig
+from ftsdk.training.distributed.strategies import check_trainer, trainer_options
+from ftsdk.training.distributed.world import World, check_world, current_world
+from ftsdk.training.recipe import Recipe
 
 ROOT = Path(__file__).parent.parent
 TORCHRUN_TWO = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "x"}
@@ -110,8 +110,8 @@ def test_an_fsdp2_model_is_checked_and_saved_whole(world_of_one):
     import torch
     from torch.distributed.tensor import DTensor
 
-    from ftsdk.distributed.fsdp import decoder_layers, is_sharded, shard_model
-    from ftsdk.distributed.strategies import full_parameters
+    from ftsdk.training.distributed.fsdp import decoder_layers, is_sharded, shard_model
+    from ftsdk.training.distributed.strategies import full_parameters
 
     model = tiny_llama()
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
@@ -228,7 +228,7 @@ def test_two_processes_match_one_process_of_the_same_global_batch(strategy, floa
 SHARD_PROBE = """
 import json, os, sys
 
-import ftsdk.distributed.strategies as strategies
+import ftsdk.training.distributed.strategies as strategies
 from transformers import TrainerCallback
 
 check_trainer = strategies.check_trainer

@@ -23,7 +23,7 @@ On the real default model instead of the tiny one::
 
     FTSDK_DOCS_MODEL=smollm2-135m pytest -m "slow or not slow" tests/test_docs.py
 
-makes ``model/`` that model (any name ``ftsdk.models.resolve`` accepts: an alias, a folder, a .gguf file).
+makes ``model/`` that model (any name ``ftsdk.models.loading.resolve`` accepts: an alias, a folder, a .gguf file).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def make_scratch(folder: Path, tiny_model: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     real = os.environ.get(MODEL_VARIABLE)
     if real:
-        from ftsdk.models import resolve
+        from ftsdk.models.loading import resolve
 
         (folder / "model").symlink_to(Path(resolve(real).source).resolve(), target_is_directory=True)
     else:

@@ -10,11 +10,11 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-import ftsdk.early_stopping as early_stopping
+import ftsdk.training.early_stopping as early_stopping
 from ftsdk import ConfigError, Tuner
-from ftsdk.checkpoints import checkpoints_dir, complete_checkpoints, rotate, seal
 from ftsdk.evaluation.prompts import split_reference
 from ftsdk.testing.tiny import COLORS, preference_rows, task_rows, write_jsonl
+from ftsdk.training.checkpoints import checkpoints_dir, complete_checkpoints, rotate, seal
 
 TRAINING = {"learning_rate": 1e-2, "batch_size": 8, "logging_steps": 1, "eval_steps": 1, "seed": 7, "max_length": 64,
             "threads": 1}

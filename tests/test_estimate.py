@@ -12,8 +12,8 @@ import yaml
 
 from ftsdk import ConfigError, Tuner, plugins
 from ftsdk.cli import main
-from ftsdk.estimate import AdapterActivations, Shape, activation_bytes, estimate
 from ftsdk.testing.tiny import TinySpec, build_tiny_model
+from ftsdk.training.estimate import AdapterActivations, Shape, activation_bytes, estimate
 
 #: the published config.json of meta-llama/Llama-3.1-8B
 LLAMA_31_8B = {
@@ -168,7 +168,7 @@ rows = [{{"messages": [{{"role": "user", "content": "write"}},
 write_jsonl("{data}", rows)
 import torch, transformers, trl, peft, datasets, accelerate, matplotlib.pyplot  # in the baseline
 from ftsdk import Tuner
-from ftsdk.estimate import estimate
+from ftsdk.training.estimate import estimate
 training = {{"max_steps": 3, "batch_size": 4, "max_length": 256, "threads": 1, "learning_rate": 1e-4}}
 tuner = Tuner("{folder}", adapter=adapter, training=training)
 predicted = estimate(tuner).total_bytes

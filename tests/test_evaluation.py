@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from ftsdk.cli import main
-from ftsdk.errors import ConfigError, DataError
 from ftsdk.evaluation.run import evaluate
+from ftsdk.plugin.errors import ConfigError, DataError
 from ftsdk.testing.tiny import task_rows, write_jsonl
 
 TRAINING = {"max_steps": 8, "learning_rate": 5e-3, "batch_size": 8, "logging_steps": 2, "seed": 3}
@@ -25,7 +25,7 @@ def run(tiny_model_dir, tmp_path_factory):
     The general set's answer key is the base model's own replies: the base passes every prompt,
     so the forgetting check must flag a tuned model that now answers differently.
     """
-    from ftsdk.tuner import Tuner
+    from ftsdk.training.tuner import Tuner
 
     root = tmp_path_factory.mktemp("evaluation")
     train = write_jsonl(root / "train.jsonl", task_rows(48, seed=1))

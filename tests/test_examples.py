@@ -12,7 +12,7 @@ The examples name the real default model (``smollm2-135m``) and folders a user's
 - chains are validated.
 
 ``FTSDK_DOCS_MODEL=smollm2-135m pytest -m "slow or not slow" tests/test_examples.py`` runs them on the real
-default model instead (any model ``ftsdk.models.resolve`` accepts).
+default model instead (any model ``ftsdk.models.loading.resolve`` accepts).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from typing import Any
 import pytest
 import yaml
 
-from ftsdk.config import Recipe
 from ftsdk.testing.tiny import (
     TinySpec,
     build_tiny_model,
@@ -37,6 +36,7 @@ from ftsdk.testing.tiny import (
     unpaired_rows,
     write_jsonl,
 )
+from ftsdk.training.recipe import Recipe
 from tests.docpages import ROOT
 
 EXAMPLES = ROOT / "examples"
@@ -94,7 +94,7 @@ def test_the_example_plugin_package_passes_its_own_tests():
 
 @pytest.mark.parametrize("path", RECIPES, ids=_ids(RECIPES))
 def test_recipe_validates(path, monkeypatch):
-    from ftsdk.tuner import Tuner
+    from ftsdk.training.tuner import Tuner
 
     monkeypatch.chdir(ROOT)  # the recipes say: run from the repository root
     recipe = Recipe.from_yaml(path)
@@ -125,7 +125,7 @@ def scaled_down(recipe: Recipe, model: str, workspace: Path) -> Recipe:
 
 def run_recipe(path: Path, model: str, workspace: Path, output_dir: Path | None = None) -> Path:
     """Train the scaled-down recipe in ``workspace`` (the working directory); return its output folder."""
-    from ftsdk.tuner import Tuner
+    from ftsdk.training.tuner import Tuner
 
     recipe = scaled_down(Recipe.from_yaml(path), model, workspace)
     reward_model = recipe.objective_config.get("reward_model")
@@ -191,7 +191,7 @@ def _lora_adapter(base: Path, folder: Path, seed: int) -> None:
 def merge_base(tmp_path_factory) -> Path:
     """The base the merge examples run on: 30 blocks, as SmolLM2-135M has (slerp.yaml names layers 0-30)."""
     if os.environ.get(MODEL_VARIABLE):
-        from ftsdk.models import resolve
+        from ftsdk.models.loading import resolve
 
         return Path(resolve(os.environ[MODEL_VARIABLE]).source)
     return build_tiny_model(tmp_path_factory.mktemp("merge-base"), TinySpec(num_layers=30))
@@ -201,7 +201,7 @@ def merge_base(tmp_path_factory) -> Path:
 def test_merge_config_runs_on_tiny_models(path, merge_base, tmp_path):
     from ftsdk.merging import merge
     from ftsdk.merging.testing import variant
-    from ftsdk.models import ALIASES
+    from ftsdk.models.loading import ALIASES
 
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     folder = tmp_path / "examples" / "merges"

@@ -10,7 +10,7 @@ import torch
 from ftsdk import ConfigError, OutputExistsError
 from ftsdk.artifacts import read_manifest, write_manifest
 from ftsdk.cli import main
-from ftsdk.export import merge_adapter
+from ftsdk.merging.adapter import merge_adapter
 
 IDS = torch.tensor([[5, 17, 42, 99, 7, 3]])
 

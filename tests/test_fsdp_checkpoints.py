@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from ftsdk import ConfigError
-from ftsdk.checkpoints import checkpoints_dir, verify
-from ftsdk.distributed.config import DistributedConfig
-from ftsdk.distributed.strategies import check_strategy
+from ftsdk.training.checkpoints import checkpoints_dir, verify
+from ftsdk.training.distributed.config import DistributedConfig
+from ftsdk.training.distributed.strategies import check_strategy
 from tests.test_distributed import FLOAT32, ROOT, adapter, float32_single, ftsdk, losses, tiny_llama, write_recipe  # noqa: F401
 from tests.test_multinode import processes_with
 
@@ -45,8 +45,8 @@ def save_on_two(rank: int, folder: str, port: int) -> None:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-    from ftsdk.distributed.fsdp import MODEL_SHARDS, OPTIMIZER_SHARDS, shard_model, trainable_state
-    from ftsdk.distributed.world import World
+    from ftsdk.training.distributed.fsdp import MODEL_SHARDS, OPTIMIZER_SHARDS, shard_model, trainable_state
+    from ftsdk.training.distributed.world import World
 
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     dist.init_process_group("gloo", rank=rank, world_size=2)
@@ -56,7 +56,7 @@ def save_on_two(rank: int, folder: str, port: int) -> None:
     optimizer = adamw_step(model)
     dcp.save(trainable_state(model), checkpoint_id=Path(folder) / MODEL_SHARDS)
     dcp.save(get_optimizer_state_dict(model, optimizer), checkpoint_id=Path(folder) / OPTIMIZER_SHARDS)
-    from ftsdk.distributed.fsdp import full_state_dict
+    from ftsdk.training.distributed.fsdp import full_state_dict
 
     with full_state_dict(model, rank == 0):
         if rank == 0:
@@ -71,8 +71,8 @@ def test_a_sharded_checkpoint_of_two_processes_loads_into_one(tmp_path):
     import torch.multiprocessing as mp
     from torch.distributed.tensor import DTensor
 
-    from ftsdk.distributed.fsdp import load_sharded_model, load_sharded_optimizer, shard_model
-    from ftsdk.distributed.world import World
+    from ftsdk.training.distributed.fsdp import load_sharded_model, load_sharded_optimizer, shard_model
+    from ftsdk.training.distributed.world import World
     from tests.test_multinode import free_port
 
     mp.spawn(save_on_two, args=(str(tmp_path), free_port()), nprocs=2, join=True)
@@ -102,7 +102,7 @@ def test_a_sharded_checkpoint_of_two_processes_loads_into_one(tmp_path):
 SLOW_TRAIN = """
 import sys, time
 
-import ftsdk.distributed.strategies as strategies
+import ftsdk.training.distributed.strategies as strategies
 from transformers import TrainerCallback
 
 check_trainer = strategies.check_trainer

@@ -23,11 +23,11 @@ from hypothesis import strategies as st
 
 from ftsdk.chain.api import Chain
 from ftsdk.cli import main
-from ftsdk.config import Recipe
-from ftsdk.errors import FtsdkError
 from ftsdk.merging.config import load_merge_config
 from ftsdk.merging.request import build_request
-from ftsdk.tuner import Tuner
+from ftsdk.plugin.errors import FtsdkError
+from ftsdk.training.recipe import Recipe
+from ftsdk.training.tuner import Tuner
 
 REPO = Path(__file__).resolve().parent.parent
 TALLY: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -213,7 +213,7 @@ def test_train_command_refuses_bad_recipes_cleanly(tmp_path, monkeypatch, capsys
     def would_load(*args: Any) -> None:
         raise FtsdkError("valid: would load the model now")  # stop before any model is loaded
 
-    monkeypatch.setattr("ftsdk.tuner.resolve", would_load)
+    monkeypatch.setattr("ftsdk.training.tuner.resolve", would_load)
     folder, path = fresh(tmp_path, "recipe.yaml", case[1])
     monkeypatch.chdir(folder)
     with writes_nothing(folder, "recipe.yaml"):

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from ftsdk.errors import ConfigError
 from ftsdk.gguf.verify import TOLERANCES
-from ftsdk.quantizing import QuantizeJob
+from ftsdk.plugin.errors import ConfigError
+from ftsdk.plugin.jobs import QuantizeJob
 from ftsdk.testing.tiny import TINY_ARCHITECTURES, TinySpec, build_tiny_model
 from ftsdk_plugins.quantizers.gguf import GGUFQuantizer
 

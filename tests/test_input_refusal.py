@@ -11,10 +11,11 @@ import pytest
 
 from ftsdk.chain.config import load_chain_config
 from ftsdk.cli import main
-from ftsdk.config import Recipe
-from ftsdk.errors import ConfigError
 from ftsdk.merging.config import load_merge_config
-from ftsdk.validation import MAX_QUOTED, load_yaml, quote
+from ftsdk.plugin.errors import ConfigError
+from ftsdk.plugin.settings import MAX_QUOTED, quote
+from ftsdk.safe_yaml import load_yaml
+from ftsdk.training.recipe import Recipe
 
 RECIPE = """\
 model: smollm2-135m
@@ -122,7 +123,7 @@ def test_yaml_files_not_utf8_or_too_large(tmp_path, monkeypatch):
     utf16.write_text("model: x\n", encoding="utf-16")
     with pytest.raises(ConfigError, match=r"utf16.yaml: not UTF-8 text \(byte 0"):
         Recipe.from_yaml(utf16)
-    monkeypatch.setattr("ftsdk.validation.MAX_YAML_BYTES", 100)
+    monkeypatch.setattr("ftsdk.safe_yaml.MAX_YAML_BYTES", 100)
     big = tmp_path / "big.yaml"
     big.write_text("a: 1\n" * 100, encoding="utf-8")
     with pytest.raises(ConfigError, match="500 bytes is too large for a merge config"):

@@ -181,7 +181,7 @@ def test_ray_refuses_what_it_cannot_do(tiny_model_dir, chat_data, tmp_path, caps
 def test_ray_without_ray_installed_says_how_to_install(monkeypatch):
     import importlib.util
 
-    from ftsdk.errors import PluginUnavailableError
+    from ftsdk.plugin.errors import PluginUnavailableError
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else find_spec(name, *a))

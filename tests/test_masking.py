@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ftsdk.data.tokenize import IGNORE_INDEX, segments, tokenize_all, tokenize_conversation
-from ftsdk.errors import DataError
+from ftsdk.plugin.errors import DataError
 from ftsdk.testing import build_tokenizer
 from ftsdk.testing.tiny import CHATML_TEMPLATE
 

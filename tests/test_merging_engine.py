@@ -17,8 +17,8 @@ from ftsdk import ConfigError
 from ftsdk.artifacts import read_manifest
 from ftsdk.merging import merge
 from ftsdk.merging.safetensors_io import INDEX_NAME, Checkpoint, PlannedTensor, ShardedWriter, read_header
-from ftsdk.merging.settings import Filtered, evaluate, layer_position
 from ftsdk.merging.testing import read_weights, variant, write_weights
+from ftsdk.plugin.per_layer import Filtered, evaluate, layer_position
 
 
 def linear(models: list[tuple[Path, float]], output: Path, **extra: Any) -> dict[str, Any]:
@@ -288,8 +288,8 @@ def test_a_damaged_safetensors_header_is_one_clear_error(tmp_path, damage):
     import json
     import struct
 
-    from ftsdk.errors import ModelLoadError
     from ftsdk.merging.safetensors_io import read_header
+    from ftsdk.plugin.errors import ModelLoadError
 
     good = {"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}
     header = {

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from ftsdk import hookspecs, plugins
+from ftsdk import plugins
 from ftsdk.docs import options_markers
+from ftsdk.plugin import hookspecs
 from tests.docpages import DOCS, ROOT, blocks, pages
 
 TESTS = ROOT / "tests"

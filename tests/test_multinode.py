@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from ftsdk import ConfigError, plugins
-from ftsdk.distributed.config import DistributedConfig
-from ftsdk.distributed.launch import OVERRIDES_VARIABLE, LaunchRequest, overrides_from, with_overrides
-from ftsdk.distributed.world import World, check_world, current_world, elastic_restart
+from ftsdk.plugin.jobs import LaunchRequest
+from ftsdk.training.distributed.config import DistributedConfig
+from ftsdk.training.distributed.launch import OVERRIDES_VARIABLE, overrides_from, with_overrides
+from ftsdk.training.distributed.world import World, check_world, current_world, elastic_restart
 from tests.test_distributed import FLOAT32, ROOT, adapter, float32_single, losses, write_recipe  # noqa: F401
 
 ARGV = ["train", "r.yaml", "--output-dir", "out"]
@@ -90,7 +91,7 @@ def test_several_nodes_without_an_endpoint_are_refused(tiny_model_dir, chat_data
 
 
 def test_an_elastic_restart_continues_only_from_a_sealed_checkpoint(tmp_path):
-    from ftsdk.checkpoints import checkpoints_dir, seal
+    from ftsdk.training.checkpoints import checkpoints_dir, seal
 
     output = tmp_path / "run"
     assert not elastic_restart(output, env={"TORCHELASTIC_RESTART_COUNT": "1"})  # nothing sealed yet: fresh
@@ -178,7 +179,7 @@ def test_a_killed_worker_is_restarted_and_the_run_ends_as_an_uninterrupted_one(
         float32_single, tiny_model_dir, chat_data, tmp_path):  # noqa: F811
     """`ftsdk train --max-restarts 2`: SIGKILL one worker mid-run; torchrun restarts both, they resume from the
     newest sealed checkpoint, and the adapter equals the uninterrupted single process's."""
-    from ftsdk.checkpoints import checkpoints_dir, complete_checkpoints
+    from ftsdk.training.checkpoints import checkpoints_dir, complete_checkpoints
 
     recipe = write_recipe(tmp_path, tiny_model_dir, chat_data[0], "elastic", FLOAT32 | {"batch_size": 4,
                           "save_steps": 1, "save_total_limit": 2}, {"strategy": "ddp"})

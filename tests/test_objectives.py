@@ -213,7 +213,7 @@ def test_data_of_the_wrong_shape_is_refused_before_loading(tiny_model_dir, tmp_p
 
 @pytest.mark.parametrize("name", ["lora-dpo", "lora-reward", "lora-grpo", "lora-ppo"])
 def test_the_objective_recipes_validate(name, monkeypatch):
-    from ftsdk.config import Recipe
+    from ftsdk.training.recipe import Recipe
 
     recipe = Recipe.from_yaml(REWARDS.parents[1] / "examples" / "recipes" / f"{name}.yaml")
     tuner = Tuner.from_recipe(recipe)

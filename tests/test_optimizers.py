@@ -9,7 +9,7 @@ import pytest
 from transformers import Trainer
 
 from ftsdk import ConfigError, Tuner
-from ftsdk.training import OPTIMIZERS
+from ftsdk.training.trainer import OPTIMIZERS
 
 TRAINING = {"learning_rate": 1e-2, "batch_size": 8, "logging_steps": 1, "seed": 7, "max_length": 64, "threads": 1,
             "warmup_ratio": 0.0}

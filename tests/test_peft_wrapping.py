@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ftsdk.peft_wrapping import uses_gptqmodel, without_unused_backends
+from ftsdk.models.peft_wrapping import uses_gptqmodel, without_unused_backends
 from tests.helpers import run_python
 
 needs_gptqmodel = pytest.mark.skipif(importlib.util.find_spec("gptqmodel") is None, reason="GPT-QModel not installed")

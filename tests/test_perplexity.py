@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ftsdk.perplexity import perplexity, perplexity_from_nll
+from ftsdk.models.perplexity import perplexity, perplexity_from_nll
 
 TEXTS = ["the cat sat on the mat", "a much longer text about billing and refunds for a customer who asked twice"]
 
@@ -86,7 +86,7 @@ def test_reply_tokens_keep_the_reply_when_the_prompt_is_cut(tiny_tokenizer):
 
 
 def test_split_perplexity_refuses_misaligned_masks():
-    from ftsdk.perplexity import split_perplexity
+    from ftsdk.models.perplexity import split_perplexity
 
     with pytest.raises(ValueError, match="3 token NLLs for a sequence of 3 tokens"):
         split_perplexity([[0.1, 0.2, 0.3]], [[False, True, True]])

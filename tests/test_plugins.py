@@ -8,7 +8,7 @@ import json
 import pytest
 
 from ftsdk import ConfigError, plugins
-from ftsdk.errors import PluginConflictError, PluginError, PluginUnavailableError, UnknownPluginError
+from ftsdk.plugin.errors import PluginConflictError, PluginError, PluginUnavailableError, UnknownPluginError
 from tests.helpers import make_distribution, run_python
 
 GOOD = """
@@ -133,7 +133,7 @@ def test_broken_import_is_reported_and_others_keep_working(third_party):
 def test_registering_a_non_plugin_class_is_reported(third_party):
     third_party("plain-dist", {"plain_plugin": NOT_A_PLUGIN}, {"plain": "plain_plugin"})
     [failure] = [b for b in plugins.broken() if b.source == "plain"]
-    assert "not a subclass of ftsdk.kinds.Merger" in failure.error
+    assert "not a subclass of ftsdk.plugin.kinds.Merger" in failure.error
     assert failure.kind == "merger"
 
 

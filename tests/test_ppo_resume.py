@@ -8,7 +8,7 @@ import pytest
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from ftsdk.checkpoints import checkpoints_dir, complete_checkpoints
+from ftsdk.training.checkpoints import checkpoints_dir, complete_checkpoints
 from tests.test_ppo import run_ppo
 
 SAVING = {"max_steps": 4, "save_steps": 2, "save_total_limit": 3}
@@ -29,14 +29,14 @@ def crashing(tuner):
 
 
 def test_a_resumed_ppo_run_ends_as_an_uninterrupted_one(tiny_model_dir, tmp_path, monkeypatch):
-    import ftsdk.tuner
+    import ftsdk.training.tuner
 
     _, reference = run_ppo(tiny_model_dir, tmp_path / "reference", SAVING)
     assert not checkpoints_dir(reference.output_dir).exists()  # removed once the output is written
 
     crashed = tmp_path / "crashed"
-    original = ftsdk.tuner.Tuner._train
-    monkeypatch.setattr(ftsdk.tuner.Tuner, "_train", lambda self, *a: original(crashing(self), *a))
+    original = ftsdk.training.tuner.Tuner._train
+    monkeypatch.setattr(ftsdk.training.tuner.Tuner, "_train", lambda self, *a: original(crashing(self), *a))
     with pytest.raises(RuntimeError, match="crash after step 3"):
         run_ppo(tiny_model_dir, crashed, SAVING)
     monkeypatch.undo()

@@ -7,7 +7,7 @@ import torch
 
 from ftsdk import ConfigError, plugins
 from ftsdk.artifacts import read_manifest
-from ftsdk.quantizing import quantize
+from ftsdk.quantizing.run import quantize
 
 IDS = torch.tensor([[5, 17, 42, 99, 7, 3, 250, 11]])
 SETTINGS = {

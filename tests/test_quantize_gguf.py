@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ftsdk.errors import ConfigError, ModelLoadError
 from ftsdk.gguf import gguf_file
 from ftsdk.gguf.verify import TOLERANCES
-from ftsdk.quantizing import QuantizeJob
+from ftsdk.plugin.errors import ConfigError, ModelLoadError
+from ftsdk.plugin.jobs import QuantizeJob
 from ftsdk.testing.tiny import TinySpec, build_tiny_model
 from ftsdk_plugins.quantizers.gguf import GGUFQuantizer
 
@@ -47,7 +47,7 @@ def test_f32_matches_transformers_logits(fitting_model: Path, tmp_path: Path) ->
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ftsdk.gguf.runtime import gguf_sequence_nll, load_gguf
-    from ftsdk.perplexity import encode_texts, sequence_nll
+    from ftsdk.models.perplexity import encode_texts, sequence_nll
 
     facts = run(fitting_model, tmp_path / "out", type="f32")
     assert facts["files"] == ["model-f32.gguf"] and facts["warnings"] == []
@@ -221,7 +221,7 @@ def test_smollm_pre_tokenizer_splits_digits_like_transformers(fitting_model: Pat
 
 def test_through_the_core_api_output_is_atomic(fitting_model: Path, odd_model: Path, tmp_path: Path) -> None:
     from ftsdk.artifacts import read_manifest
-    from ftsdk.quantizing import quantize
+    from ftsdk.quantizing.run import quantize
 
     folder = quantize(fitting_model, "gguf", tmp_path / "q8", config={"type": "q8_0", "verify": False})
     assert sorted(p.name for p in folder.iterdir() if p.suffix == ".gguf") == ["model-q8_0.gguf"]
@@ -253,7 +253,7 @@ def test_smollm2_q4_k_m_keeps_perplexity_and_chats(smollm2_dir: Path, tmp_path: 
     from ftsdk.gguf.quantize import tensor_report
     from ftsdk.gguf.runtime import load_gguf
     from ftsdk.gguf.types import TYPES
-    from ftsdk.quantizing import quantize
+    from ftsdk.quantizing.run import quantize
 
     with pytest.warns(UserWarning, match="row 576 is not a multiple of 256"):  # hidden 576: the row-size trap
         folder = quantize(smollm2_dir, "gguf", tmp_path / "q4", config={"type": "q4_k_m"})

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from ftsdk import plugins
-from ftsdk.errors import ConfigError, PluginError, PluginUnavailableError
-from ftsdk.quantizing import QuantizeJob, quantize
+from ftsdk.plugin.errors import ConfigError, PluginError, PluginUnavailableError
+from ftsdk.plugin.jobs import QuantizeJob
+from ftsdk.plugin.settings import validate_config
+from ftsdk.quantizing.run import quantize
 from ftsdk.testing.check_quantizer import check_quantizer_output_loads
 from ftsdk.testing.inputs import calibration_texts
 from ftsdk.testing.tiny import WORDS, TinySpec, build_tiny_model, write_jsonl
-from ftsdk.validation import validate_config
 from ftsdk_plugins.quantizers import _gptqmodel
 from ftsdk_plugins.quantizers.awq import AWQQuantizer
 from ftsdk_plugins.quantizers.gptq import GPTQQuantizer
@@ -72,7 +73,7 @@ HELD_OUT = sentences(16, seed=2)
 
 
 def quantize_through_core(source: Path, method: str, output: Path, config: dict) -> dict:
-    """Quantize with ftsdk.quantizing.quantize, calibrating on a text file; return the manifest."""
+    """Quantize with ftsdk.quantizing.run.quantize, calibrating on a text file; return the manifest."""
     data = write_jsonl(output.parent / f"{output.name}-calibration.jsonl", [{"text": t} for t in calibration()])
     quantize(source, method, output, config={**config, "quality_texts": HELD_OUT}, calibration=data)
     return json.loads((output / "ftsdk.json").read_text())
@@ -213,7 +214,7 @@ def test_gptqmodel_crash_is_an_error_not_the_end_of_our_process(tiny_model_dir, 
 
 
 def test_held_out_texts_leave_out_the_calibration():
-    from ftsdk.calibration import builtin_texts
+    from ftsdk.quantizing.calibration import builtin_texts
 
     passages = builtin_texts()
     config = validate_config(_gptqmodel.GPTQModelConfig, {"quality_samples": 4}, where="test")

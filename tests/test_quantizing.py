@@ -19,10 +19,11 @@ from ftsdk import (
     Quantizer,
 )
 from ftsdk.artifacts import read_manifest, write_manifest
-from ftsdk.calibration import TextsConfig, builtin_texts, select_texts
 from ftsdk.cli import main
-from ftsdk.errors import PluginUnavailableError, UnknownPluginError
-from ftsdk.quantizing import QuantizeJob, human_size, quantize
+from ftsdk.plugin.errors import PluginUnavailableError, UnknownPluginError
+from ftsdk.plugin.jobs import QuantizeJob
+from ftsdk.quantizing.calibration import TextsConfig, builtin_texts, select_texts
+from ftsdk.quantizing.run import human_size, quantize
 from ftsdk.testing.kit import active
 from ftsdk.testing.tiny import build_tokenizer, task_rows, write_jsonl
 

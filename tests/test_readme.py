@@ -59,8 +59,8 @@ def test_the_tour_runs(tiny_model_dir, chat_data, tmp_path, monkeypatch, capsys)
 
 
 def test_the_recipe_in_examples_validates():
-    from ftsdk.config import Recipe
-    from ftsdk.tuner import Tuner
+    from ftsdk.training.recipe import Recipe
+    from ftsdk.training.tuner import Tuner
 
     recipe = Recipe.from_yaml(ROOT / "examples" / "recipes" / "lora-sft.yaml")
     assert recipe.data.train.is_file() and recipe.data.eval.is_file()

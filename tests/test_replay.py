@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ftsdk.errors import ConfigError
-from ftsdk.replay import REPLAY_COLUMN, ReplayOptions, kl_to_base, mix, replay_count, replay_rows
+from ftsdk.plugin.errors import ConfigError
 from ftsdk.testing.tiny import task_rows, write_jsonl
+from ftsdk.training.replay import REPLAY_COLUMN, ReplayOptions, kl_to_base, mix, replay_count, replay_rows
 
 TRAINING = {"max_steps": 6, "learning_rate": 1e-2, "batch_size": 8, "logging_steps": 1, "seed": 3,
             "max_length": 64}
@@ -90,7 +90,7 @@ def test_kl_is_zero_at_step_0_and_the_hand_formula(tiny_model_dir, tiny_tokenize
 
 
 def _fit(tiny_model_dir, train_file, tmp_path, kl_weight, adapter="lora", **data):
-    from ftsdk.tuner import Tuner
+    from ftsdk.training.tuner import Tuner
 
     tuner = Tuner(str(tiny_model_dir), adapter=adapter, training=TRAINING,
                   objective_config={"replay": {"ratio": 0.5, "kl_weight": kl_weight}})
@@ -142,7 +142,7 @@ def test_full_fine_tuning_pulls_toward_a_frozen_copy(tiny_model_dir, train_file,
     ({"replay": {}, "packing": True}, "cannot be packed"),
 ])
 def test_bad_replay_options_fail_before_loading(config, message):
-    from ftsdk.tuner import Tuner
+    from ftsdk.training.tuner import Tuner
 
     with pytest.raises(ConfigError, match=message):
         Tuner("model", objective_config=config)
@@ -153,7 +153,7 @@ def test_a_recipes_replay_file_is_relative_to_the_recipe_and_trains_on_its_repli
     import yaml
 
     from ftsdk.data.tokenize import IGNORE_INDEX
-    from ftsdk.tuner import Tuner
+    from ftsdk.training.tuner import Tuner
 
     folder = tmp_path / "recipes"
     write_jsonl(folder / "general.jsonl", [

@@ -18,8 +18,8 @@ from ftsdk.evaluation.report import (
     write_training_report,
 )
 from ftsdk.evaluation.results import CandidateResult, Comparison, ExampleResult
-from ftsdk.report import plot_losses
 from ftsdk.testing.tiny import task_rows, write_jsonl
+from ftsdk.training.report import plot_losses
 
 LABELS = ["billing", "sales", "shipping"]
 GOLD = ["billing", "sales", "shipping", "billing"]

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from ftsdk import ConfigError, Tuner
-from ftsdk.checkpoints import (
+from ftsdk.data.loading import load_dataset
+from ftsdk.training.checkpoints import (
     SEAL_NAME,
     changes,
     checkpoints_dir,
@@ -24,7 +25,6 @@ from ftsdk.checkpoints import (
     seal,
     verify,
 )
-from ftsdk.data.loading import load_dataset
 
 TRAINING = {"epochs": 1, "learning_rate": 5e-3, "batch_size": 8, "logging_steps": 2, "seed": 7, "threads": 1,
             "save_steps": 2, "save_total_limit": 2}

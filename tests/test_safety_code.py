@@ -13,7 +13,7 @@ import yaml
 
 from ftsdk import ConfigError, ModelLoadError, Tuner
 from ftsdk.cli import main
-from ftsdk.export import merge_adapter
+from ftsdk.merging.adapter import merge_adapter
 
 
 def hostile_base(tiny_model_dir: Path, folder: Path, marker: Path, model_type: str | None = None) -> Path:

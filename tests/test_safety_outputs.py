@@ -95,7 +95,7 @@ def test_concurrent_writers_fail_with_the_holder_pid(tiny_model_dir, tmp_path, m
     try:
         from ftsdk import Chain, merge
 
-        monkeypatch.setattr("ftsdk.tuner.resolve", lambda *a, **k: pytest.fail("a model was loaded"))
+        monkeypatch.setattr("ftsdk.training.tuner.resolve", lambda *a, **k: pytest.fail("a model was loaded"))
 
         with pytest.raises(OutputInUseError, match=f"{out} is in use by PID {holder.pid}"):
             merge(config)
@@ -157,7 +157,7 @@ def test_a_killed_writer_leaves_leftovers_the_next_writer_removes(tmp_path):
 
 
 def test_the_gguf_quantizer_names_its_intermediate_after_the_output(tiny_model_dir, tmp_path, monkeypatch):
-    from ftsdk.quantizing import quantize
+    from ftsdk.quantizing.run import quantize
 
     seen = []
 

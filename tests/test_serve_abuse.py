@@ -24,7 +24,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 from ftsdk.cli import main  # noqa: E402
-from ftsdk.errors import ConfigError  # noqa: E402
+from ftsdk.plugin.errors import ConfigError  # noqa: E402
 from ftsdk.serving.auth import KEY_VARIABLE, check_exposure, is_loopback, resolve_api_key  # noqa: E402
 from ftsdk.serving.config import ServeConfig  # noqa: E402
 

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from ftsdk.cli import main
-from ftsdk.errors import ConfigError
+from ftsdk.plugin.errors import ConfigError
 from ftsdk.serving.config import ServeConfig
 from ftsdk.serving.schemas import ChatCompletionRequest, CompletionRequest
 from ftsdk.serving.stops import StopFilter

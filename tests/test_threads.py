@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from ftsdk import device
+from ftsdk.models import device
 
 
 @pytest.mark.parametrize(("idle", "expected"), [(2.0, 2), (1.9, 2), (1.1, 1), (0.3, 1), (0.0, 1)])

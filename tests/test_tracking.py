@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ftsdk import ConfigError, Tuner
-from ftsdk.tracking import flatten, tensorboard_dir
+from ftsdk.training.tracking import flatten, tensorboard_dir
 
 TRAINING = {"max_steps": 3, "learning_rate": 5e-3, "batch_size": 8, "logging_steps": 1, "eval_steps": 2, "seed": 7,
             "max_length": 64, "threads": 1}

@@ -10,11 +10,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ftsdk.calibration import TextsConfig
 from ftsdk.chain.config import ChainConfig, load_chain_config, validate_step, with_overrides
 from ftsdk.chain.plan import Plan, make_plan
 from ftsdk.chain.runner import ChainResult, run_plan
-from ftsdk.validation import validate_config
+from ftsdk.plugin.settings import validate_config
+from ftsdk.quantizing.calibration import TextsConfig
 
 
 class Chain:

@@ -23,9 +23,10 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ftsdk.calibration import BUILTIN, TextsConfig
-from ftsdk.errors import ConfigError
-from ftsdk.validation import StrictModel, describe_errors, quote, read_yaml_mapping
+from ftsdk.plugin.errors import ConfigError
+from ftsdk.plugin.settings import StrictModel, describe_errors, quote
+from ftsdk.quantizing.calibration import BUILTIN, TextsConfig
+from ftsdk.safe_yaml import read_yaml_mapping
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -42,7 +43,7 @@ Name = Annotated[str, Field(max_length=128), AfterValidator(_check_name)]
 
 
 class _Strict(StrictModel):
-    """A chain section: unknown keys are errors, numbers are strict (see :class:`ftsdk.validation.StrictModel`)."""
+    """A chain section: unknown keys are errors, numbers are strict (see :class:`ftsdk.plugin.settings.StrictModel`)."""
 
 
 class StepConfig(_Strict):
@@ -223,7 +224,7 @@ def with_overrides(config: ChainConfig, *, inputs: Mapping[str, str | Path] | No
 
 def with_paths_relative_to(config: ChainConfig, base: Path) -> ChainConfig:
     """The config with its relative paths (inputs, workdir, outputs, files) taken relative to ``base``."""
-    from ftsdk.models import ALIASES
+    from ftsdk.models.loading import ALIASES
 
     def fix(path: Path | None) -> Path | None:
         return path if path is None or path.is_absolute() else base / path

@@ -1,7 +1,7 @@
 """The evaluate step: perplexity of several artifacts on the very same token ids, each against a reference.
 
 Texts are tokenized once, with the reference's tokenizer; transformers folders (plain, bitsandbytes, PEFT
-adapters) are scored with :mod:`ftsdk.perplexity`, GGUF files with llama.cpp (:mod:`ftsdk.gguf.runtime`).
+adapters) are scored with :mod:`ftsdk.models.perplexity`, GGUF files with llama.cpp (:mod:`ftsdk.gguf.runtime`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from ftsdk import __version__
 from ftsdk.artifacts import library_versions, read_manifest, write_manifest
-from ftsdk.calibration import TextsConfig, select_texts
 from ftsdk.chain.refs import Artifact
-from ftsdk.errors import ConfigError, PluginUnavailableError
+from ftsdk.plugin.errors import ConfigError, PluginUnavailableError
+from ftsdk.quantizing.calibration import TextsConfig, select_texts
 
 if TYPE_CHECKING:
     from ftsdk.chain.config import EvaluateStep
@@ -39,7 +39,7 @@ def check_evaluation(models: dict[str, Artifact], reference: Artifact, texts: Te
 def _folder(artifact: Artifact) -> str:
     """The artifact's folder (an alias resolved to its cached folder)."""
     if artifact.alias is not None:
-        from ftsdk.models import resolve
+        from ftsdk.models.loading import resolve
 
         return resolve(artifact.alias).source
     return str(artifact.path)
@@ -65,7 +65,7 @@ def _nll(artifact: Artifact, sequences: list[list[int]], batch_size: int, n_ctx:
             return gguf_sequence_nll(llm, sequences)
         finally:
             llm.close()
-    from ftsdk.perplexity import sequence_nll
+    from ftsdk.models.perplexity import sequence_nll
 
     if artifact.kind == "adapter":
         from peft import AutoPeftModelForCausalLM
@@ -82,7 +82,7 @@ def run_evaluation(models: dict[str, Artifact], reference: str, step: EvaluateSt
     """Score every model, write ``ftsdk.json`` (with the results) and a README table into ``folder``."""
     from transformers import AutoTokenizer
 
-    from ftsdk.perplexity import encode_texts, perplexity_from_nll
+    from ftsdk.models.perplexity import encode_texts, perplexity_from_nll
 
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(_tokenizer_folder(models[reference]), trust_remote_code=False)

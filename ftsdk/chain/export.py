@@ -10,7 +10,7 @@ from typing import Any
 from ftsdk import __version__
 from ftsdk.artifacts import MANIFEST_NAME, child_path, read_manifest, sha256_file, write_manifest
 from ftsdk.chain.refs import Artifact
-from ftsdk.quantizing import human_size
+from ftsdk.quantizing.run import human_size
 
 
 def quality_of(name: str, evaluations: dict[str, Artifact]) -> dict[str, Any]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ftsdk.chain.refs import Artifact
-from ftsdk.errors import FtsdkError
+from ftsdk.plugin.errors import FtsdkError
 
 
 def external(name: str, value: str) -> Artifact | None:
     """The artifact ``value`` names (a folder, a .gguf file or a model alias), or None if nothing is there."""
-    from ftsdk.models import ALIASES
-    from ftsdk.quantizing import classify_source
+    from ftsdk.models.loading import ALIASES
+    from ftsdk.quantizing.run import classify_source
 
     if value in ALIASES:
         return Artifact(name, Path(value), "model", alias=value)

@@ -17,7 +17,7 @@ from ftsdk.chain.fingerprints import content_hash, fingerprint, recorded
 from ftsdk.chain.inputs import chain_inputs
 from ftsdk.chain.refs import Artifact, Context, Prepared
 from ftsdk.chain.steps import NOMINAL_KIND, prepare
-from ftsdk.errors import ConfigError, FtsdkError
+from ftsdk.plugin.errors import ConfigError, FtsdkError
 
 #: the file in the workdir recording how the last run ended (for ``resume``)
 STATE_NAME = ".ftsdk-chain.json"

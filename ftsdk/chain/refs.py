@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftsdk.errors import ConfigError
+from ftsdk.plugin.errors import ConfigError
 
 #: kinds of artifact that are models (what quantize, evaluate and export take)
 MODEL_KINDS = ("model", "adapter", "quantized", "gguf")

@@ -19,9 +19,9 @@ from ftsdk.artifacts import (
 from ftsdk.chain.fingerprints import RECORD_KEY, recorded
 from ftsdk.chain.plan import LOCK_NAME, Plan, PlannedStep
 from ftsdk.chain.refs import MODEL_KINDS
-from ftsdk.errors import ConfigError
 from ftsdk.locks import hold_lock
-from ftsdk.quantizing import file_sizes, human_size
+from ftsdk.plugin.errors import ConfigError
+from ftsdk.quantizing.run import file_sizes, human_size
 
 
 @dataclass
@@ -91,7 +91,7 @@ def run_plan(plan: Plan, *, resume: bool = False) -> ChainResult:
     """Run every step that is not up to date, in order; on failure record where, so a rerun resumes there.
 
     The run holds the workdir's lock throughout: a second run in the same workdir fails at once
-    (:class:`~ftsdk.errors.OutputInUseError`), and a run killed while running is resumable.
+    (:class:`~ftsdk.plugin.errors.OutputInUseError`), and a run killed while running is resumable.
     """
     with hold_lock(plan.workdir / LOCK_NAME, f"chain workdir {plan.workdir}"):
         return _run_locked(plan, resume)

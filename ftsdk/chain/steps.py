@@ -8,7 +8,6 @@ from typing import Any
 
 from ftsdk import plugins
 from ftsdk.artifacts import child_path
-from ftsdk.calibration import BUILTIN, TextsConfig
 from ftsdk.chain.config import (
     EvaluateStep,
     ExportStep,
@@ -26,7 +25,8 @@ from ftsdk.chain.refs import (
     Prepared,
     require_kind,
 )
-from ftsdk.errors import ConfigError, DataError
+from ftsdk.plugin.errors import ConfigError, DataError
+from ftsdk.quantizing.calibration import BUILTIN, TextsConfig
 
 
 def _plugin_record(kind: str, name: str) -> dict[str, str]:
@@ -35,9 +35,11 @@ def _plugin_record(kind: str, name: str) -> dict[str, str]:
 
 
 def prepare_train(step: TrainStep, ctx: Context) -> Prepared:
-    from ftsdk.config import ModelSpec, Recipe
-    from ftsdk.tuner import Tuner
-    from ftsdk.validation import read_yaml_mapping, validate_config
+    from ftsdk.models.spec import ModelSpec
+    from ftsdk.plugin.settings import validate_config
+    from ftsdk.safe_yaml import read_yaml_mapping
+    from ftsdk.training.recipe import Recipe
+    from ftsdk.training.tuner import Tuner
 
     if isinstance(step.recipe, Path):
         raw, base = read_yaml_mapping(step.recipe, "recipe"), step.recipe.parent
@@ -95,7 +97,7 @@ def prepare_merge_adapter(step: MergeAdapterStep, ctx: Context) -> Prepared:
         require_kind(uses["base_model"], ("model",), "base_model")
 
     def run(folder: Path) -> None:
-        from ftsdk.export import merge_adapter
+        from ftsdk.merging.adapter import merge_adapter
 
         base = uses.get("base_model")
         merge_adapter(source.path, folder, dtype=step.dtype, base_weights=step.base_weights,
@@ -107,7 +109,7 @@ def prepare_merge_adapter(step: MergeAdapterStep, ctx: Context) -> Prepared:
 def prepare_merge(step: MergeStep, ctx: Context) -> Prepared:
     from ftsdk.merging import load_merge_config, merge
     from ftsdk.merging.request import build_request
-    from ftsdk.validation import read_yaml_mapping
+    from ftsdk.safe_yaml import read_yaml_mapping
 
     raw = read_yaml_mapping(step.config, "merge config") if isinstance(step.config, Path) else dict(step.config)
     base_dir = step.config.parent if isinstance(step.config, Path) else None
@@ -147,7 +149,7 @@ def prepare_merge(step: MergeStep, ctx: Context) -> Prepared:
 
 
 def prepare_quantize(step: QuantizeStep, ctx: Context) -> Prepared:
-    from ftsdk.quantizing import check_accepts, create_quantizer, quantize
+    from ftsdk.quantizing.run import check_accepts, create_quantizer, quantize
 
     quantizer = create_quantizer(step.method, step.config)
     source = ctx.lookup(step.source, "source") if step.source else ctx.latest(quantizer.accepts, "source")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ftsdk.errors import ConfigError
+from ftsdk.plugin.errors import ConfigError
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:

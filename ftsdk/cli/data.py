@@ -40,8 +40,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def _tokenizer_for(model: str | None) -> object:
     if model is None:
         return None
-    from ftsdk.config import ModelSpec
-    from ftsdk.models import load_tokenizer, resolve
+    from ftsdk.models.loading import load_tokenizer, resolve
+    from ftsdk.models.spec import ModelSpec
 
     spec = ModelSpec(name=model)
     return load_tokenizer(resolve(spec), spec)
@@ -49,7 +49,7 @@ def _tokenizer_for(model: str | None) -> object:
 
 def _source(args: argparse.Namespace) -> tuple[object, dict[str, str]]:
     """The data source of the command line, and its column renaming."""
-    from ftsdk.errors import ConfigError
+    from ftsdk.plugin.errors import ConfigError
 
     columns = {}
     for item in args.column:

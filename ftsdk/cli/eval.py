@@ -33,7 +33,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _pairs(values: list[str], flag: str) -> list[tuple[str, str]]:
-    from ftsdk.errors import ConfigError
+    from ftsdk.plugin.errors import ConfigError
 
     pairs = []
     for value in values:
@@ -46,9 +46,9 @@ def _pairs(values: list[str], flag: str) -> list[tuple[str, str]]:
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """The evaluation config: the YAML file (if any) with the flags applied on top."""
-    from ftsdk.errors import ConfigError
     from ftsdk.evaluation.spec import EvalConfig
-    from ftsdk.validation import validate_config
+    from ftsdk.plugin.errors import ConfigError
+    from ftsdk.plugin.settings import validate_config
 
     raw: dict[str, Any] = EvalConfig.from_yaml(args.config).model_dump() if args.config else {}
     candidates = raw.get("candidates", [])

@@ -29,7 +29,7 @@ INTERRUPTED = 130
 
 def describe(exc: BaseException) -> str | None:
     """The message for a failure the user can cause and fix, or None for anything else (a bug)."""
-    from ftsdk.errors import FtsdkError
+    from ftsdk.plugin.errors import FtsdkError
 
     if isinstance(exc, FtsdkError):
         return str(exc)

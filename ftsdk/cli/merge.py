@@ -38,7 +38,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
 
 def _cmd_merge_adapter(args: argparse.Namespace) -> int:
-    from ftsdk.export import merge_adapter
+    from ftsdk.merging.adapter import merge_adapter
 
     output = merge_adapter(
         args.adapter_dir,

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ftsdk.hookspecs import HOOK_OF_KIND
+from ftsdk.plugin.hookspecs import HOOK_OF_KIND
 
 #: the kinds ``ftsdk plugin new`` scaffolds and the conformance kit checks at work (``--full``)
 BEHAVIOUR_CHECKS = ("adapter", "objective", "quantizer", "merger")
@@ -48,7 +48,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ftsdk import plugins
-    from ftsdk.errors import ConfigError, FtsdkError
+    from ftsdk.plugin.errors import ConfigError, FtsdkError
     from ftsdk.testing import conformance
 
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ftsdk.hookspecs import HOOK_OF_KIND
+from ftsdk.plugin.hookspecs import HOOK_OF_KIND
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:

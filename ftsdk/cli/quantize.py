@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from ftsdk.errors import ConfigError
+from ftsdk.plugin.errors import ConfigError
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -53,7 +53,7 @@ def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
-    from ftsdk.validation import read_yaml_mapping
+    from ftsdk.safe_yaml import read_yaml_mapping
 
     config = read_yaml_mapping(args.config, "quantizer config") if args.config else {}
     config = _merged(config, parse_sets(args.set))
@@ -62,7 +62,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
         "max_length": args.calibration_max_length, "seed": args.calibration_seed}.items() if value is not None}
 
     from ftsdk.artifacts import read_manifest
-    from ftsdk.quantizing import human_size, quantize
+    from ftsdk.quantizing.run import human_size, quantize
 
     output = quantize(args.source, args.method, args.output, config=config, calibration=calibration,
                       overwrite=args.overwrite)

@@ -45,11 +45,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from ftsdk.errors import ConfigError
+    from ftsdk.plugin.errors import ConfigError
+    from ftsdk.plugin.settings import validate_config
     from ftsdk.serving.auth import resolve_api_key
     from ftsdk.serving.config import ServeConfig
     from ftsdk.serving.server import serve
-    from ftsdk.validation import validate_config
 
     adapters: dict[str, str] = {}
     for item in args.adapter:

@@ -70,11 +70,12 @@ def _positive(text: str) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ftsdk.config import Recipe
-    from ftsdk.distributed.launch import OVERRIDES_VARIABLE, LaunchRequest, launch, overrides_from, with_overrides
-    from ftsdk.distributed.world import current_world, elastic_restart, launched
-    from ftsdk.errors import ConfigError
-    from ftsdk.tuner import Tuner
+    from ftsdk.plugin.errors import ConfigError
+    from ftsdk.plugin.jobs import LaunchRequest
+    from ftsdk.training.distributed.launch import OVERRIDES_VARIABLE, launch, overrides_from, with_overrides
+    from ftsdk.training.distributed.world import current_world, elastic_restart, launched
+    from ftsdk.training.recipe import Recipe
+    from ftsdk.training.tuner import Tuner
 
     recipe = Recipe.from_yaml(args.recipe)
     overrides = overrides_from(vars(args))
@@ -107,7 +108,7 @@ def _forwarded(args: argparse.Namespace) -> list[str]:
     """The ``ftsdk train`` arguments every process of a relaunch receives.
 
     Not ``--nproc`` and the other launch options: torchrun's parser takes ``--nproc`` for its own
-    ``--nproc-per-node`` (the environment carries them, see ``ftsdk.distributed.launch.OVERRIDES_VARIABLE``).
+    ``--nproc-per-node`` (the environment carries them, see ``ftsdk.training.distributed.launch.OVERRIDES_VARIABLE``).
     """
     argv = ["train", args.recipe]
     if args.output_dir:
@@ -124,7 +125,7 @@ def _forwarded(args: argparse.Namespace) -> list[str]:
 
 
 def _cmd_estimate(args: argparse.Namespace) -> int:
-    from ftsdk.estimate import estimate
+    from ftsdk.training.estimate import estimate
 
     result = estimate(args.recipe)
     print(json.dumps(result.as_dict(), indent=2) if args.json else result.summary())

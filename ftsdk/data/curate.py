@@ -216,8 +216,8 @@ def prepare(path: Source | Mapping[str, Any], output_dir: str | Path, task: str 
             overwrite: bool = False, columns: Mapping[str, str] | None = None) -> PreparedData:
     """Clean and split a data file into ``output_dir`` (one JSONL per split, report, manifest)."""
     from ftsdk.artifacts import check_output_dir
-    from ftsdk.errors import ConfigError
-    from ftsdk.validation import validate_config
+    from ftsdk.plugin.errors import ConfigError
+    from ftsdk.plugin.settings import validate_config
 
     opts = validate_config(PrepareOptions, options, where="prepare options")
     if opts.max_length and tokenizer is None:

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from ftsdk.data.formats import FORMATS, FORMATS_OF_TASK, Example, describe_formats, detect_format
 from ftsdk.data.reading import Place, Unreadable, describe, unit_of
 from ftsdk.data.sources import HubData, Source, as_source, fingerprint, label_of, source_rows
-from ftsdk.errors import DataError
+from ftsdk.plugin.errors import DataError
 
 MAX_LISTED_PROBLEMS = 20
 

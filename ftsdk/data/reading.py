@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftsdk.errors import DataError
+from ftsdk.plugin.errors import DataError
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".txt", ".parquet", ".arrow")
 #: deepest nesting of lists and objects a row may have (chat rows need 3 or 4)

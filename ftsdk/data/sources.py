@@ -17,8 +17,8 @@ from pydantic import Field
 
 from ftsdk.artifacts import sha256_file
 from ftsdk.data.reading import Place, Unreadable, check_value, folder_files, iter_rows
-from ftsdk.errors import DataError
-from ftsdk.validation import StrictModel, validate_config
+from ftsdk.plugin.errors import DataError
+from ftsdk.plugin.settings import StrictModel, validate_config
 
 HUB_PREFIX = "hf:"
 
@@ -86,7 +86,7 @@ def fingerprint(source: Path | HubData) -> str:
 def _hub_rows(source: HubData) -> Iterator[tuple[Place, Any]]:
     import datasets
 
-    from ftsdk.training import quiet_datasets
+    from ftsdk.training.trainer import quiet_datasets
 
     try:
         with quiet_datasets():

@@ -38,7 +38,7 @@ from ftsdk.data.tokenize import (
     text_ids,
     tokenize_example,
 )
-from ftsdk.errors import DataError
+from ftsdk.plugin.errors import DataError
 
 if TYPE_CHECKING:
     from datasets import Dataset

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ftsdk.errors import ConfigError, DataError
+from ftsdk.plugin.errors import ConfigError, DataError
 
 _SYSTEM_INTO_FIRST_USER = (
     "{%- if messages and messages[0]['role'] == 'system' %}"

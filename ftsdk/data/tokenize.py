@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from ftsdk.data.formats import Conversation, Example
-from ftsdk.errors import DataError
+from ftsdk.plugin.errors import DataError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -11,7 +11,7 @@ from typing import Any
 
 from ftsdk.data.formats import Conversation
 from ftsdk.evaluation.spec import GenerationOptions
-from ftsdk.perplexity import ConversationPerplexity
+from ftsdk.models.perplexity import ConversationPerplexity
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class TransformersBackend(Backend):
             yield
 
     def generate(self, conversations: list[Conversation], options: GenerationOptions) -> list[Generation]:
-        from ftsdk.generation import generate_replies
+        from ftsdk.models.generation import generate_replies
 
         out: list[Generation] = []
         with self._active():
@@ -100,7 +100,7 @@ class TransformersBackend(Backend):
             return label_log_likelihoods(self.model, self.tokenizer, conversations, labels, max_length=self.max_length)
 
     def perplexity(self, conversations: list[Conversation]) -> ConversationPerplexity:
-        from ftsdk.perplexity import split_perplexity, token_nlls
+        from ftsdk.models.perplexity import split_perplexity, token_nlls
 
         def encode(text: str) -> list[int]:
             return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -150,7 +150,7 @@ class GgufBackend(Backend):
         self.runtime = f"llama.cpp ({kv_cache_type(llm)} KV cache)"
         template = llm.metadata.get("tokenizer.chat_template")
         if not template:
-            from ftsdk.errors import ModelLoadError
+            from ftsdk.plugin.errors import ModelLoadError
 
             raise ModelLoadError("this GGUF file stores no chat template", hint="convert it from a chat model folder")
         def special(token: int) -> str:
@@ -192,7 +192,7 @@ class GgufBackend(Backend):
 
     def perplexity(self, conversations: list[Conversation]) -> ConversationPerplexity:
         from ftsdk.gguf.runtime import sequence_log_probs
-        from ftsdk.perplexity import split_perplexity
+        from ftsdk.models.perplexity import split_perplexity
 
         ids, masks = zip(*(reply_tokens(self._template, self._ids, c, self.llm.n_ctx()) for c in conversations))
         nlls = []

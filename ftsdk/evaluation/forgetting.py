@@ -48,7 +48,7 @@ def general_set(path: str | Path | None = None, *, per_category: int | None = No
     first that many prompts of each category."""
     from pydantic import ValidationError
 
-    from ftsdk.errors import DataError
+    from ftsdk.plugin.errors import DataError
 
     source = Path(path) if path else Path(str(resources.files("ftsdk.evaluation") / "data" / "forgetting.jsonl"))
     if not source.is_file():

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ftsdk.config import ModelSpec
-from ftsdk.errors import ConfigError, ModelLoadError
 from ftsdk.evaluation.backends import Backend, GgufBackend, TransformersBackend
 from ftsdk.evaluation.spec import CandidateSpec
-from ftsdk.models import recorded_spec
+from ftsdk.models.loading import recorded_spec
+from ftsdk.models.spec import ModelSpec
+from ftsdk.plugin.errors import ConfigError, ModelLoadError
 
 
 def adapter_base(spec: CandidateSpec) -> ModelSpec:
@@ -57,8 +57,8 @@ class CandidatePool:
         self._bases: dict[str, tuple[Any, Any]] = {}
 
     def _base(self, spec: ModelSpec) -> tuple[Any, Any]:
-        from ftsdk.device import choose_placement
-        from ftsdk.models import load_model, load_tokenizer, resolve
+        from ftsdk.models.device import choose_placement
+        from ftsdk.models.loading import load_model, load_tokenizer, resolve
 
         resolved = resolve(spec)
         if resolved.source not in self._bases:
@@ -83,7 +83,7 @@ class CandidatePool:
             model = ModelSpec(name=spec.source, trust_remote_code=spec.trust_remote_code)
             yield TransformersBackend(*self._base(model))
             return
-        from ftsdk.peft_wrapping import load_adapter
+        from ftsdk.models.peft_wrapping import load_adapter
 
         base, tokenizer = self._base(adapter_base(spec))
         try:

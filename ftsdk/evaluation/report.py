@@ -61,7 +61,7 @@ def eval_document(comparison: Comparison, folder: Path, *, worst: int = 5) -> Do
         forgetting_figure,
         metrics_figure,
     )
-    from ftsdk.report import plot_losses
+    from ftsdk.training.report import plot_losses
 
     figures = folder / FIGURES
     data = comparison.data

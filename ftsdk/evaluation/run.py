@@ -11,7 +11,6 @@ from typing import Any
 
 from ftsdk.artifacts import check_output_dir
 from ftsdk.data.formats import Conversation, Message
-from ftsdk.errors import ConfigError
 from ftsdk.evaluation.backends import Backend
 from ftsdk.evaluation.forgetting import (
     GeneralItem,
@@ -31,7 +30,8 @@ from ftsdk.evaluation.metrics import (
 from ftsdk.evaluation.prompts import candidate_prompt, few_shot_turns, split_reference
 from ftsdk.evaluation.results import CandidateResult, Comparison, ExampleResult
 from ftsdk.evaluation.spec import CandidateSpec, EvalConfig
-from ftsdk.validation import validate_config
+from ftsdk.plugin.errors import ConfigError
+from ftsdk.plugin.settings import validate_config
 
 
 def detect_task(references: list[str]) -> str:

@@ -8,9 +8,10 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from ftsdk.errors import ConfigError
-from ftsdk.kinds import PluginConfig
-from ftsdk.validation import read_yaml_mapping, validate_config
+from ftsdk.plugin.errors import ConfigError
+from ftsdk.plugin.kinds import PluginConfig
+from ftsdk.plugin.settings import validate_config
+from ftsdk.safe_yaml import read_yaml_mapping
 
 CandidateKind = Literal["auto", "model", "adapter", "merged", "gguf"]
 

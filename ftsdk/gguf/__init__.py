@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ftsdk.errors import ModelLoadError
+from ftsdk.plugin.errors import ModelLoadError
 
 
 def gguf_file(folder: str | Path) -> Path:

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftsdk.errors import ConfigError, ModelLoadError
 from ftsdk.gguf.architectures import ARCHITECTURES, Architecture, head_dim, kv_heads, rope_parameters
 from ftsdk.gguf.types import TYPES
 from ftsdk.gguf.vocab import add_vocab, tokenizer_rows
+from ftsdk.plugin.errors import ConfigError, ModelLoadError
 
 #: architectures (config.json ``architectures``) converted here
 SUPPORTED_ARCHITECTURES = tuple(ARCHITECTURES)

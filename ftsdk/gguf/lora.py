@@ -13,9 +13,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ftsdk.errors import ConfigError, ModelLoadError
 from ftsdk.gguf.architectures import kv_heads
 from ftsdk.gguf.convert import architecture, check_model_config, permute, read_json
+from ftsdk.plugin.errors import ConfigError, ModelLoadError
 
 ADAPTER_TYPES = ("f32", "f16", "bf16")
 _PREFIX = "base_model.model."

@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ftsdk.errors import ConfigError
 from ftsdk.gguf.types import FLOAT_GGML, TYPES, GGUFType
+from ftsdk.plugin.errors import ConfigError
 
 log = logging.getLogger("ftsdk.gguf")
 #: llama-quant.cpp's line per tensor: ``[   3/ 272] blk.0.attn_k.weight - [   576,    192,      1,      1],

@@ -21,7 +21,7 @@ _IGNORED_KEYS = ("general.name", "general.size_label", "general.finetune", "gene
 
 def reference_venv() -> Path:
     """Where the reference venv is: ``$FTSDK_GGUF_REFERENCE_VENV``, or ``gguf-reference-venv`` in the cache."""
-    from ftsdk.models import cache_dir
+    from ftsdk.models.loading import cache_dir
 
     return Path(os.environ.get("FTSDK_GGUF_REFERENCE_VENV") or cache_dir() / "gguf-reference-venv")
 

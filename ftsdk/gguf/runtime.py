@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ftsdk.errors import ModelLoadError, PluginUnavailableError
+from ftsdk.plugin.errors import ModelLoadError, PluginUnavailableError
 
 if TYPE_CHECKING:
     import llama_cpp
@@ -119,8 +119,8 @@ def sequence_log_probs(llm: llama_cpp.Llama, tokens: list[int]) -> Any:
 def gguf_sequence_nll(llm: llama_cpp.Llama, sequences: list[list[int]]) -> tuple[float, int]:
     """Summed next-token negative log-likelihood of ``sequences`` and the number of predicted tokens.
 
-    The llama.cpp twin of :func:`ftsdk.perplexity.sequence_nll`: pair it with
-    :func:`ftsdk.perplexity.perplexity_from_nll` on the same token ids.
+    The llama.cpp twin of :func:`ftsdk.models.perplexity.sequence_nll`: pair it with
+    :func:`ftsdk.models.perplexity.perplexity_from_nll` on the same token ids.
     """
     total, count = 0.0, 0
     for tokens in sequences:

@@ -106,13 +106,13 @@ def compare_with_transformers(gguf_folder_or_file: str | Path, reference_folder:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ftsdk.gguf.runtime import _file, load_gguf, sequence_log_probs
-    from ftsdk.perplexity import encode_texts, perplexity_from_nll
+    from ftsdk.models.perplexity import encode_texts, perplexity_from_nll
 
     path = _file(gguf_folder_or_file)
     tokenizer = AutoTokenizer.from_pretrained(reference_folder)
     model = AutoModelForCausalLM.from_pretrained(reference_folder, dtype=torch.float32)
     if reference_adapter is not None:
-        from ftsdk.peft_wrapping import load_adapter
+        from ftsdk.models.peft_wrapping import load_adapter
 
         model = load_adapter(model, reference_adapter)
     model.eval()

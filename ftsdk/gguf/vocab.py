@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ftsdk.errors import ConfigError
+from ftsdk.plugin.errors import ConfigError
 
 _BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
 _DIGITS = {"type": "Digits", "individual_digits": True}

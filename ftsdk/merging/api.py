@@ -12,10 +12,10 @@ import yaml
 
 from ftsdk import __version__, plugins
 from ftsdk.artifacts import atomic_output_dir, check_output_dir, claim_output, library_versions, write_manifest
-from ftsdk.errors import ConfigError
-from ftsdk.kinds import Merger
 from ftsdk.merging.config import MergeConfig, load_merge_config
 from ftsdk.merging.request import build_request
+from ftsdk.plugin.errors import ConfigError
+from ftsdk.plugin.kinds import Merger
 
 LIBRARIES = ("ftsdk", "torch", "safetensors", "transformers", "peft")
 

@@ -16,7 +16,8 @@ from typing import Any, Literal
 from pydantic import AliasChoices, ByteSize, ConfigDict, Field, model_validator
 
 from ftsdk.merging.mergekit_config import hand_over, map_references, mergekit_reason, referenced_models
-from ftsdk.validation import StrictModel, read_yaml_mapping, validate_config
+from ftsdk.plugin.settings import StrictModel, validate_config
+from ftsdk.safe_yaml import read_yaml_mapping
 
 DtypeName = Literal["float32", "float16", "bfloat16", "float64"]
 

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic_core import PydanticUndefined
 
-from ftsdk.errors import ConfigError
-from ftsdk.kinds import Merger, PluginConfig
 from ftsdk.merging.inputs import ModelFolder, OutputTensor, TensorPlan, open_model, plan_tensors
-from ftsdk.merging.request import MergeInput, MergeRequest
 from ftsdk.merging.safetensors_io import CODE_OF_NAME, DTYPE_NAMES, PlannedTensor, ShardedWriter
-from ftsdk.merging.settings import evaluate, layer_position
+from ftsdk.plugin.errors import ConfigError
+from ftsdk.plugin.jobs import MergeInput, MergeRequest
+from ftsdk.plugin.kinds import Merger, PluginConfig
+from ftsdk.plugin.per_layer import evaluate, layer_position
 
 if TYPE_CHECKING:
     import torch

@@ -13,10 +13,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from ftsdk.errors import ConfigError, ModelLoadError
-from ftsdk.merging.request import MergeInput
 from ftsdk.merging.safetensors_io import FLOAT_CODES, Checkpoint, TensorInfo
-from ftsdk.merging.settings import layer_index
+from ftsdk.plugin.errors import ConfigError, ModelLoadError
+from ftsdk.plugin.jobs import MergeInput
+from ftsdk.plugin.per_layer import layer_index
 
 VOCAB_DOC = "see 'Vocabulary sizes' in docs/mergers.md"
 
@@ -65,7 +65,7 @@ class ModelFolder:
 
 def open_model(source: MergeInput) -> ModelFolder:
     """Find an input's folder and read its config and weight headers; errors name the input."""
-    from ftsdk.models import ALIASES, resolve
+    from ftsdk.models.loading import ALIASES, resolve
 
     reference = source.reference
     path = Path(resolve(reference).source) if reference in ALIASES else Path(reference).expanduser()

@@ -2,60 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from ftsdk import plugins
-from ftsdk.errors import ConfigError
-from ftsdk.kinds import PluginConfig
 from ftsdk.merging.config import MergeConfig
-from ftsdk.validation import validate_config
+from ftsdk.plugin.errors import ConfigError
+from ftsdk.plugin.jobs import MergeInput, MergeRequest
+from ftsdk.plugin.kinds import PluginConfig
+from ftsdk.plugin.settings import validate_config
 
 if TYPE_CHECKING:
-    from ftsdk.kinds import Merger
-
-
-@dataclass(frozen=True)
-class MergeInput:
-    """One input as the config names it, with its own options (validated, unresolved)."""
-
-    reference: str
-    params: PluginConfig
-    #: position under ``models``; None for a base model the list does not name
-    index: int | None
-    #: the layers a mergekit slice took from it (only the full range is supported)
-    layer_range: tuple[int, int] | None = None
-
-    @property
-    def label(self) -> str:
-        """How errors name this input: ``models[1] (path)`` or ``base_model (path)``."""
-        return f"{'base_model' if self.index is None else f'models[{self.index}]'} ({self.reference})"
-
-
-@dataclass(frozen=True)
-class MergeRequest:
-    """What a merger is asked to do."""
-
-    method: str
-    #: the inputs in config order; the base model is last when ``models`` does not name it (as in mergekit)
-    inputs: tuple[MergeInput, ...]
-    #: the base model among ``inputs``, or None
-    base: MergeInput | None
-    #: per-input options set for every input under the config's ``parameters``
-    defaults: PluginConfig
-    dtype: str | None
-    out_dtype: str | None
-    #: the input whose tokenizer (and vocabulary size) the output takes
-    tokenizer_source: MergeInput
-    max_shard_size: int
-    #: torch threads for the math while merging (None: every core but one)
-    threads: int | None = None
-
-    @property
-    def others(self) -> tuple[MergeInput, ...]:
-        """The inputs other than the base model."""
-        return tuple(i for i in self.inputs if i is not self.base)
+    from ftsdk.plugin.kinds import Merger
 
 
 def same_model(a: str, b: str) -> bool:

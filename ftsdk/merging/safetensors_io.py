@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from ftsdk.errors import ModelLoadError
+from ftsdk.plugin.errors import ModelLoadError
 
 if TYPE_CHECKING:
     import torch

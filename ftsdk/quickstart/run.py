@@ -53,7 +53,7 @@ def run_quickstart(
     The short form (``max_steps`` and ``limit``) walks the very same path in a minute or two: ``max_steps`` optimizer
     steps, then the first ``limit`` test rows and the first ``limit // 6`` (at least 1) general prompts per category.
     """
-    from ftsdk.tuner import Tuner
+    from ftsdk.training.tuner import Tuner
 
     training = dict(PRESET["training"], **({"epochs": epochs} if epochs else {}),
                     **({"max_steps": max_steps} if max_steps else {}))

@@ -10,8 +10,8 @@ from importlib import resources
 from pathlib import Path
 
 from ftsdk import __version__
-from ftsdk.errors import ConfigError, OutputExistsError
-from ftsdk.hookspecs import HOOK_OF_KIND
+from ftsdk.plugin.errors import ConfigError, OutputExistsError
+from ftsdk.plugin.hookspecs import HOOK_OF_KIND
 
 #: a plugin name: lowercase words of letters and digits joined by "-" or "_", starting with a letter
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*")

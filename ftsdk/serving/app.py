@@ -19,7 +19,7 @@ from fastapi.sse import EventSourceResponse, format_sse_event
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from ftsdk.errors import FtsdkError
+from ftsdk.plugin.errors import FtsdkError
 from ftsdk.serving.backends.base import Generation, GenerationJob, UnknownAdapterError
 from ftsdk.serving.config import ServeConfig
 from ftsdk.serving.errors import APIError, install_handlers, internal_error, model_not_found, sse_error

@@ -12,7 +12,7 @@ import os
 import socket
 from pathlib import Path
 
-from ftsdk.errors import ConfigError
+from ftsdk.plugin.errors import ConfigError
 
 #: the environment variable an API key is read from when no --api-key or --api-key-file is given
 KEY_VARIABLE = "FTSDK_API_KEY"

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from ftsdk.kinds import PluginConfig
+from ftsdk.plugin.kinds import PluginConfig
 
 #: names clients put in the ``model`` field: letters, digits and ``._:-/`` (vLLM and OpenAI ids look like this)
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")

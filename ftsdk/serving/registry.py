@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Any
 
-from ftsdk.errors import FtsdkError
+from ftsdk.plugin.errors import FtsdkError
 from ftsdk.serving.backends.base import Backend
 from ftsdk.serving.config import check_model_name
 from ftsdk.serving.errors import APIError, log, model_not_found

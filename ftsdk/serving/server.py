@@ -8,7 +8,7 @@ import socket
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ftsdk.errors import ConfigError, PluginUnavailableError
+from ftsdk.plugin.errors import ConfigError, PluginUnavailableError
 from ftsdk.serving.auth import check_api_key, check_exposure, is_loopback
 from ftsdk.serving.config import ServeConfig
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ftsdk.artifacts import read_manifest
-from ftsdk.errors import FtsdkError
-from ftsdk.kinds import Plugin
+from ftsdk.plugin.errors import FtsdkError
+from ftsdk.plugin.kinds import Plugin
 from ftsdk.testing.kit import (
     PluginRef,
     active,

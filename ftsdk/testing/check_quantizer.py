@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from ftsdk.kinds import Plugin, Quantizer
+from ftsdk.plugin.kinds import Plugin, Quantizer
 from ftsdk.testing.kit import (
     PluginRef,
     fail,
@@ -65,8 +65,8 @@ def _gguf_logits(cls: type[Plugin], output: Path, ids: Any) -> Any:
     import torch
     from llama_cpp import Llama
 
-    from ftsdk.errors import FtsdkError
     from ftsdk.gguf import gguf_file
+    from ftsdk.plugin.errors import FtsdkError
 
     try:
         path = gguf_file(output)
@@ -100,7 +100,7 @@ def check_quantizer_output_loads(
     "gguf") and, for a model source, its logits correlate with the source's at least ``min_correlation``
     (None: not compared). Returns the facts.
     """
-    from ftsdk.quantizing import QuantizeJob
+    from ftsdk.plugin.jobs import QuantizeJob
 
     cls = cast("type[Quantizer]", plugin_class(plugin, "quantizer"))
     require_installed(cls)

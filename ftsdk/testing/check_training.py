@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ftsdk.kinds import Plugin
+from ftsdk.plugin.kinds import Plugin
 from ftsdk.testing.kit import (
     PluginRef,
     active,
@@ -67,12 +67,12 @@ class _Watch:
             return wrapped
 
         def watched_train(job: Any) -> Any:
-            from ftsdk.training import TrainOutcome
+            from ftsdk.plugin.jobs import TrainOutcome
 
             outcome = train(job)
             if not isinstance(outcome, TrainOutcome):
                 raise fail("objective", tuner.objective.name, f"train() returned {type(outcome).__name__}",
-                           "return ftsdk.training.TrainOutcome(metrics, log_history) (run_trainer does)")
+                           "return ftsdk.plugin.jobs.TrainOutcome(metrics, log_history) (run_trainer does)")
             return outcome
 
         tuner.adapter.wrap, tuner.objective.train = watched_wrap, watched_train

@@ -33,9 +33,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from ftsdk import plugins
-from ftsdk.errors import FtsdkError
-from ftsdk.kinds import Plugin, PluginConfig
-from ftsdk.plugins import ENTRY_POINT_GROUP, PluginInfo
+from ftsdk.plugin.errors import FtsdkError
+from ftsdk.plugin.kinds import Plugin, PluginConfig
+from ftsdk.plugin.registry import ENTRY_POINT_GROUP, PluginInfo
 from ftsdk.testing.check_merger import check_merger
 from ftsdk.testing.check_quantizer import check_quantizer_output_loads
 from ftsdk.testing.check_training import check_adapter_trains, check_objective_trains
@@ -141,7 +141,7 @@ def _kind_of(plugin: PluginRef) -> str:
 
 
 def expect_typed_error(call: Callable[[], Any], *, plugin: type[Plugin], doing: str, must_raise: bool = True) -> None:
-    """Run ``call``: it must raise an :class:`ftsdk.errors.FtsdkError` (or, with must_raise=False, nothing else)."""
+    """Run ``call``: it must raise an :class:`ftsdk.plugin.errors.FtsdkError` (or, with must_raise=False, nothing else)."""
     try:
         call()
     except FtsdkError as exc:
@@ -213,11 +213,11 @@ def _pyproject_entry_points(pyproject: Path) -> dict[str, str]:
 
 
 def check_registration(name: str, kind: str, *, pyproject: str | Path | None = None) -> PluginInfo:
-    """The plugin is found by ``ftsdk.plugins`` under ``(kind, name)`` and comes from an ``ftsdk`` entry point.
+    """The plugin is found by ``ftsdk.plugin.registry`` under ``(kind, name)`` and comes from an ``ftsdk`` entry point.
 
     An installed plugin is checked through its distribution's entry points; one registered in-process (tests
     of a package that is not installed) through the ``[project.entry-points.ftsdk]`` table of ``pyproject``.
-    Returns the plugin's :class:`ftsdk.plugins.PluginInfo`.
+    Returns the plugin's :class:`ftsdk.plugin.registry.PluginInfo`.
     """
     try:
         info = plugins.get(kind, name)

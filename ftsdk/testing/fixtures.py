@@ -72,7 +72,7 @@ def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     import os
 
-    from ftsdk.models import resolve
+    from ftsdk.models.loading import resolve
 
     cache = os.environ.get("FTSDK_TEST_CACHE") or str(tmp_path_factory.mktemp("ftsdk-cache"))
     previous = os.environ.get("FTSDK_CACHE")

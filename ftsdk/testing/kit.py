@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from ftsdk import plugins
-from ftsdk.hookspecs import HOOK_OF_KIND, hookimpl
-from ftsdk.kinds import INTERFACE_OF_KIND, Plugin
+from ftsdk.plugin.hookspecs import HOOK_OF_KIND, hookimpl
+from ftsdk.plugin.kinds import INTERFACE_OF_KIND, Plugin
 
 PluginRef = type[Plugin] | str
 
@@ -31,7 +31,7 @@ def plugin_class(plugin: PluginRef, kind: str) -> type[Plugin]:
         return plugins.get(kind, plugin).cls
     if not (isinstance(plugin, type) and issubclass(plugin, interface)):
         raise ConformanceError(
-            f"{plugin!r} is not a {kind} plugin class\n  fix: subclass ftsdk.kinds.{interface.__name__}"
+            f"{plugin!r} is not a {kind} plugin class\n  fix: subclass ftsdk.plugin.kinds.{interface.__name__}"
         )
     return plugin
 

@@ -6,11 +6,11 @@ from abc import abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ftsdk import Adapter, ConfigError
-from ftsdk.modules import check_module_names
+from ftsdk.models.modules import check_module_names
 
 if TYPE_CHECKING:
-    from ftsdk.config import TrainingConfig
-    from ftsdk.kinds import Objective
+    from ftsdk.plugin.kinds import Objective
+    from ftsdk.training.recipe import TrainingConfig
 
 #: PEFT methods whose trained key/values live in the attention cache: gradient checkpointing breaks them
 #: (transformers 5 recomputes the blocks without the prefix: a shape-mismatch RuntimeError mid-step)
@@ -50,7 +50,7 @@ def resolve_targets(model: Any, targets: str | list[str]) -> str | list[str]:
     groups = layer_groups(model)
     names = sorted({name for part in targets.split("+") for name in groups[part]})
     if not names:
-        from ftsdk.modules import linear_module_names
+        from ftsdk.models.modules import linear_module_names
 
         raise ConfigError(f"target_modules {targets!r}: {type(model).__name__} has no linear layer under a module "
                           f"named {' or '.join(p for part in targets.split('+') for p in BLOCK_PARTS[part])}",
@@ -106,6 +106,6 @@ class PeftAdapter(Adapter):
         return config_class(**{"task_type": task_type(model), **self.peft_kwargs(model)})
 
     def wrap(self, model: Any) -> Any:
-        from ftsdk.peft_wrapping import wrap
+        from ftsdk.models.peft_wrapping import wrap
 
         return wrap(model, self.peft_config(model))

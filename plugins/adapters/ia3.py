@@ -56,7 +56,7 @@ class Ia3Adapter(PeftAdapter):
     def check(self, model: Any) -> None:
         super().check(model)
         if self.config.target_modules is None and not _defaults(model)[0]:
-            from ftsdk.modules import linear_module_names
+            from ftsdk.models.modules import linear_module_names
 
             raise ConfigError(
                 f"PEFT has no default IA3 layers for model type '{model.config.model_type}'",

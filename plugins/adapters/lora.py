@@ -13,7 +13,7 @@ from ftsdk_plugins.adapters._peft import PeftAdapter, resolve_targets
 
 #: initialisations that move part of the base weights into the update: the saved adapter is converted
 CONVERTED_INITS = ("pissa", "olora")
-#: the attribute of a wrapped model that asks ftsdk.training.run_trainer for a LoRA+ optimizer
+#: the attribute of a wrapped model that asks ftsdk.training.trainer.run_trainer for a LoRA+ optimizer
 LORAPLUS_ATTRIBUTE = "ftsdk_loraplus_lr_ratio"
 
 
@@ -130,7 +130,7 @@ class LoraAdapter(PeftAdapter):
             wrapped.save_pretrained(self._initial)
             peft_config.init_lora_weights = self.config.init_lora_weights()
         if self.config.loraplus_lr_ratio is not None:
-            setattr(wrapped, LORAPLUS_ATTRIBUTE, self.config.loraplus_lr_ratio)  # read by ftsdk.training.run_trainer
+            setattr(wrapped, LORAPLUS_ATTRIBUTE, self.config.loraplus_lr_ratio)  # read by ftsdk.training.trainer.run_trainer
         return wrapped
 
     def save(self, model: Any, path: str) -> None:

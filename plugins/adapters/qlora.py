@@ -10,9 +10,9 @@ from ftsdk import hookimpl
 from ftsdk_plugins.adapters.lora import LoraAdapter, LoraConfig
 
 if TYPE_CHECKING:
-    from ftsdk.config import ModelSpec
-    from ftsdk.device import Placement
-    from ftsdk.models import ResolvedModel
+    from ftsdk.models.device import Placement
+    from ftsdk.models.loading import ResolvedModel
+    from ftsdk.models.spec import ModelSpec
 
 #: options that only 4-bit loading reads
 FOUR_BIT_OPTIONS = ("quant_type", "double_quant", "compute_dtype")
@@ -90,7 +90,7 @@ class QloraAdapter(LoraAdapter):
 
     def load_model(self, resolved: ResolvedModel, spec: ModelSpec, placement: Placement, head: str) -> Any:
         """Load the base quantized, straight onto the placement's device (bitsandbytes' kernels for it)."""
-        from ftsdk.models import load_model
+        from ftsdk.models.loading import load_model
 
         return load_model(
             resolved,

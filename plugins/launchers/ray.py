@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import Field
 
 from ftsdk import ConfigError, Launcher, PluginConfig, hookimpl
-from ftsdk.distributed.launch import LaunchRequest
+from ftsdk.plugin.jobs import LaunchRequest
 
 #: set in Ray's workers, so ftsdk names the launcher that started them
 LAUNCHER_VARIABLE = "FTSDK_LAUNCHER"

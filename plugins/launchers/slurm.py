@@ -12,7 +12,8 @@ from pathlib import Path
 from pydantic import Field
 
 from ftsdk import ConfigError, Launcher, PluginConfig, hookimpl
-from ftsdk.distributed.launch import LaunchRequest, torchrun_arguments, torchrun_command
+from ftsdk.plugin.jobs import LaunchRequest
+from ftsdk.training.distributed.launch import torchrun_arguments, torchrun_command
 
 #: the variable of the script that holds the launch line srun runs on every node
 LAUNCH_VARIABLE = "FTSDK_LAUNCH"

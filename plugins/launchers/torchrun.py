@@ -5,7 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from ftsdk import Launcher, PluginConfig, hookimpl
-from ftsdk.distributed.launch import LaunchRequest, check_multi_node, run_command, torchrun_arguments, torchrun_command
+from ftsdk.plugin.jobs import LaunchRequest
+from ftsdk.training.distributed.launch import check_multi_node, run_command, torchrun_arguments, torchrun_command
 
 
 class TorchrunConfig(PluginConfig):

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import Field
 
 from ftsdk import hookimpl
-from ftsdk.errors import ConfigError
+from ftsdk.plugin.errors import ConfigError
 from ftsdk_plugins.mergers.params import Fraction
 from ftsdk_plugins.mergers.task_arithmetic import (
     RandomOptions,

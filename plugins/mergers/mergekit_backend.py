@@ -24,11 +24,12 @@ import yaml
 from pydantic import Field
 
 from ftsdk import PluginConfig, hookimpl
-from ftsdk.errors import ConfigError
-from ftsdk.kinds import Merger
 from ftsdk.merging.inputs import ModelFolder, open_model
 from ftsdk.merging.mergekit_config import referenced_models
-from ftsdk.merging.request import MergeInput, MergeRequest, same_model
+from ftsdk.merging.request import same_model
+from ftsdk.plugin.errors import ConfigError
+from ftsdk.plugin.jobs import MergeInput, MergeRequest
+from ftsdk.plugin.kinds import Merger
 
 if TYPE_CHECKING:
     from mergekit.config import MergeConfiguration

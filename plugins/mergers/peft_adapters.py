@@ -22,10 +22,10 @@ from pydantic import Field, model_validator
 
 from ftsdk import PluginConfig, hookimpl
 from ftsdk.artifacts import sha256_file
-from ftsdk.errors import ConfigError, ModelLoadError
-from ftsdk.kinds import Merger
 from ftsdk.merging.engine import TOKENIZER_FILES
-from ftsdk.merging.request import MergeInput, MergeRequest
+from ftsdk.plugin.errors import ConfigError, ModelLoadError
+from ftsdk.plugin.jobs import MergeInput, MergeRequest
+from ftsdk.plugin.kinds import Merger
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -134,7 +134,7 @@ class PeftAdaptersMerger(Merger):
         return AdapterMerge(self.config, request, adapters, base, seed)
 
     def _base(self, request: MergeRequest, adapters: list[AdapterFolder]) -> Path:
-        from ftsdk.models import resolve
+        from ftsdk.models.loading import resolve
 
         if request.base is not None:
             reference = request.base.reference
@@ -166,7 +166,7 @@ class AdapterMerge:
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
 
-        from ftsdk.peft_wrapping import without_unused_backends
+        from ftsdk.models.peft_wrapping import without_unused_backends
 
         dtype = getattr(torch, self.request.dtype or "float32")
         model = AutoModelForCausalLM.from_pretrained(self.base, dtype=dtype)

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from ftsdk import PluginConfig, hookimpl
 from ftsdk.merging.engine import TensorJob, TensorMerger
-from ftsdk.merging.settings import Setting, SettingOf
+from ftsdk.plugin.per_layer import Setting, SettingOf
 
 if TYPE_CHECKING:
     import torch

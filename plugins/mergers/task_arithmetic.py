@@ -16,7 +16,7 @@ from pydantic import Field
 
 from ftsdk import PluginConfig, hookimpl
 from ftsdk.merging.engine import TensorJob, TensorMerger
-from ftsdk.merging.settings import Setting, SettingOf
+from ftsdk.plugin.per_layer import Setting, SettingOf
 from ftsdk_plugins.mergers.params import WEIGHT, Density, Weight
 from ftsdk_plugins.mergers.sparsify import SPARSIFIERS, Sparsifier
 

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import Field, field_serializer, field_validator, model_validator
 
 from ftsdk import PluginConfig
-from ftsdk.errors import ConfigError
+from ftsdk.plugin.errors import ConfigError
 
 RewardFunction = Callable[..., Sequence[float | None]]
 _DOTTED = re.compile(r"^[^:\s]+:[A-Za-z_][\w.]*$")
@@ -211,7 +211,7 @@ class RewardModel:
         if adapter.is_file():
             from peft import PeftConfig
 
-            from ftsdk.peft_wrapping import load_adapter
+            from ftsdk.models.peft_wrapping import load_adapter
 
             base = PeftConfig.from_pretrained(folder).base_model_name_or_path
             model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=torch.float32)

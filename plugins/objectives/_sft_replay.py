@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from trl import SFTTrainer
 
-from ftsdk.replay import REPLAY_COLUMN, ReplayCollator, kl_to_base
+from ftsdk.training.replay import REPLAY_COLUMN, ReplayCollator, kl_to_base
 
 
 class ReplaySFTTrainer(SFTTrainer):

@@ -7,8 +7,8 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from ftsdk import Adapter, PluginConfig, hookimpl
-from ftsdk.config import TrainingConfig
-from ftsdk.training import TrainJob
+from ftsdk.plugin.jobs import TrainJob
+from ftsdk.training.recipe import TrainingConfig
 from ftsdk_plugins.objectives._trl import TrlObjective, refuse_adapter_on_lm_head
 
 DpoLoss = Literal["sigmoid", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard",

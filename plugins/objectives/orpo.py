@@ -7,9 +7,9 @@ from typing import Any
 from pydantic import Field
 
 from ftsdk import Adapter, PluginConfig, hookimpl
-from ftsdk.config import TrainingConfig
-from ftsdk.errors import ConfigError
-from ftsdk.training import TrainJob
+from ftsdk.plugin.errors import ConfigError
+from ftsdk.plugin.jobs import TrainJob
+from ftsdk.training.recipe import TrainingConfig
 from ftsdk_plugins.objectives._trl import TrlObjective
 
 #: PEFT methods that prepend virtual tokens, lengthening the logits past the labels in TRL's ORPO trainer

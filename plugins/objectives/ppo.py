@@ -11,9 +11,9 @@ from __future__ import annotations
 from pydantic import Field
 
 from ftsdk import Adapter, Objective, hookimpl
-from ftsdk.config import TrainingConfig
-from ftsdk.errors import ConfigError
-from ftsdk.training import TrainJob, TrainOutcome
+from ftsdk.plugin.errors import ConfigError
+from ftsdk.plugin.jobs import TrainJob, TrainOutcome
+from ftsdk.training.recipe import TrainingConfig
 from ftsdk_plugins.objectives._rewards import RewardOptions
 
 

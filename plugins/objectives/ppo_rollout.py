@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ftsdk.errors import ConfigError
+from ftsdk.plugin.errors import ConfigError
 from ftsdk_plugins.objectives._rewards import RewardFunction
 
 

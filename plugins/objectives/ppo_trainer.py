@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ftsdk.training import TrainJob, TrainOutcome, final_metrics, trainer_arguments
+from ftsdk.plugin.jobs import TrainJob, TrainOutcome
+from ftsdk.training.trainer import final_metrics, trainer_arguments
 from ftsdk_plugins.objectives._rewards import RewardFunction
 from ftsdk_plugins.objectives.ppo_advantages import gae, masked_mean, masked_whiten, token_rewards
 from ftsdk_plugins.objectives.ppo_losses import policy_loss, value_loss

@@ -7,8 +7,8 @@ from typing import Any
 from pydantic import Field
 
 from ftsdk import PluginConfig, hookimpl
-from ftsdk.errors import ConfigError
-from ftsdk.training import TrainJob, TrainOutcome
+from ftsdk.plugin.errors import ConfigError
+from ftsdk.plugin.jobs import TrainJob, TrainOutcome
 from ftsdk_plugins.objectives._trl import TrlObjective
 
 

@@ -7,9 +7,10 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from ftsdk import Objective, PluginConfig, hookimpl
-from ftsdk.errors import DataError
-from ftsdk.replay import ReplayOptions
-from ftsdk.training import TrainJob, TrainOutcome, quiet_datasets, run_trainer, trainer_arguments
+from ftsdk.plugin.errors import DataError
+from ftsdk.plugin.jobs import TrainJob, TrainOutcome
+from ftsdk.training.replay import ReplayOptions
+from ftsdk.training.trainer import quiet_datasets, run_trainer, trainer_arguments
 
 
 class SftConfig(PluginConfig):
@@ -105,7 +106,7 @@ class SftObjective(Objective):
                 stacklevel=2,
             )
         if replay is not None:
-            from ftsdk.replay import mix, replay_rows
+            from ftsdk.training.replay import mix, replay_rows
 
             general = replay_rows(replay, job.tokenizer, job.training.max_length, self.config.assistant_only_loss,
                                   self.config.assistant_turns)

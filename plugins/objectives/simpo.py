@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from ftsdk import PluginConfig, hookimpl
-from ftsdk.training import TrainJob
+from ftsdk.plugin.jobs import TrainJob
 from ftsdk_plugins.objectives.cpo import CpoObjective
 
 

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from ftsdk import PluginConfig
-from ftsdk.errors import ConfigError, ModelLoadError, PluginError
+from ftsdk.plugin.errors import ConfigError, ModelLoadError, PluginError
 
 if TYPE_CHECKING:
-    from ftsdk.quantizing import QuantizeJob
+    from ftsdk.plugin.jobs import QuantizeJob
 
 REQUIRES = ("gptqmodel", "optimum")
 #: a perplexity ratio (quantized / source) above this becomes a warning
@@ -158,7 +158,7 @@ def held_out_texts(config: GPTQModelConfig, calibration: Sequence[str]) -> list[
     """The texts the perplexities are compared on: the user's, or built-in passages not calibrated on."""
     if config.quality_texts:
         return list(config.quality_texts)
-    from ftsdk.calibration import builtin_texts
+    from ftsdk.quantizing.calibration import builtin_texts
 
     used = {text[:64] for text in calibration}
     return [text for text in builtin_texts() if text[:64] not in used][: config.quality_samples]
@@ -171,7 +171,7 @@ def compare_perplexity(source: Path, output: Path, texts: list[str], device: str
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ftsdk.perplexity import perplexity
+    from ftsdk.models.perplexity import perplexity
 
     dtype = torch.float16 if device == "cuda" else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(source)

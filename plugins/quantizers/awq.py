@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from ftsdk import Quantizer, hookimpl
-from ftsdk.errors import ConfigError
+from ftsdk.plugin.errors import ConfigError
 from ftsdk_plugins.quantizers._gptqmodel import (
     REQUIRES,
     GPTQModelConfig,
@@ -22,7 +22,7 @@ from ftsdk_plugins.quantizers._gptqmodel import (
 )
 
 if TYPE_CHECKING:
-    from ftsdk.quantizing import QuantizeJob
+    from ftsdk.plugin.jobs import QuantizeJob
 
 GROUP_SIZES = (-1, 16, 32, 64, 128)
 #: eight 4-bit values are packed into each int32 along the output dimension

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from ftsdk import PluginConfig, Quantizer, hookimpl
-from ftsdk.errors import ConfigError
+from ftsdk.plugin.errors import ConfigError
 
 if TYPE_CHECKING:
-    from ftsdk.quantizing import QuantizeJob
+    from ftsdk.plugin.jobs import QuantizeJob
 
 #: options that only 4-bit quantization reads
 FOUR_BIT_OPTIONS = ("quant_type", "double_quant", "compute_dtype")

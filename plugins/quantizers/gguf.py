@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from ftsdk import PluginConfig, Quantizer, hookimpl
-from ftsdk.errors import ConfigError
 from ftsdk.gguf.types import TYPES, predict_rows
+from ftsdk.plugin.errors import ConfigError
 
 if TYPE_CHECKING:
-    from ftsdk.quantizing import QuantizeJob
+    from ftsdk.plugin.jobs import QuantizeJob
 
 log = logging.getLogger("ftsdk.gguf")
 TypeName = Literal[tuple(TYPES)]  # type: ignore[valid-type]

@@ -21,7 +21,7 @@ from ftsdk_plugins.quantizers._gptqmodel import (
 )
 
 if TYPE_CHECKING:
-    from ftsdk.quantizing import QuantizeJob
+    from ftsdk.plugin.jobs import QuantizeJob
 
 GROUP_SIZES = (-1, 16, 32, 64, 128, 256, 512, 1024)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-from ftsdk.errors import PluginUnavailableError
+from ftsdk.plugin.errors import PluginUnavailableError
 from ftsdk.serving.backends.base import Backend
 
 #: backend name -> "module:class"

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ftsdk.errors import ConfigError, DataError, ModelLoadError
+from ftsdk.plugin.errors import ConfigError, DataError, ModelLoadError
 from ftsdk.serving.backends.base import (
     Backend,
     Generation,
@@ -39,9 +39,9 @@ class TransformersBackend(Backend):
         super().__init__(config)
         import torch
 
-        from ftsdk.config import ModelSpec
-        from ftsdk.device import choose_placement
-        from ftsdk.models import load_model, load_tokenizer, resolve
+        from ftsdk.models.device import choose_placement
+        from ftsdk.models.loading import load_model, load_tokenizer, resolve
+        from ftsdk.models.spec import ModelSpec
 
         if config.threads:
             torch.set_num_threads(config.threads)
@@ -58,7 +58,7 @@ class TransformersBackend(Backend):
 
     @classmethod
     def check_base(cls, base: str) -> None:
-        from ftsdk.models import ALIASES
+        from ftsdk.models.loading import ALIASES
 
         path = Path(base).expanduser()
         if base not in ALIASES and not path.exists() and "/" not in base:

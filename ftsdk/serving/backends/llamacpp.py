@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ftsdk.errors import ConfigError, DataError, ModelLoadError
+from ftsdk.plugin.errors import ConfigError, DataError, ModelLoadError
 from ftsdk.serving.backends.base import (
     Backend,
     Generation,

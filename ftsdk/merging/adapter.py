@@ -22,12 +22,12 @@ from ftsdk.artifacts import (
     sha256_file,
     write_manifest,
 )
-from ftsdk.config import ModelSpec
-from ftsdk.errors import ConfigError
-from ftsdk.models import recorded_spec
+from ftsdk.models.loading import recorded_spec
+from ftsdk.models.spec import ModelSpec
+from ftsdk.plugin.errors import ConfigError
 
 LIBRARIES = ("ftsdk", "torch", "transformers", "peft", "bitsandbytes")
-#: PEFT task types and the model head (a key of :data:`ftsdk.models.HEADS`) that loads their base
+#: PEFT task types and the model head (a key of :data:`ftsdk.models.loading.HEADS`) that loads their base
 HEAD_OF_TASK = {"SEQ_CLS": "sequence_classification"}
 BaseWeights = Literal["as_trained", "original"]
 #: what the merged model's manifest keeps of the run that trained the adapter
@@ -79,10 +79,9 @@ def _merged(
     spec: ModelSpec, peft_config: Any, base_weights: BaseWeights,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Load the base, merge the adapter into it; the merged model, its tokenizer and the output's manifest."""
-    from ftsdk.peft_wrapping import load_adapter
-
-    from ftsdk.device import choose_placement
-    from ftsdk.models import load_model, load_tokenizer, resolve
+    from ftsdk.models.device import choose_placement
+    from ftsdk.models.loading import load_model, load_tokenizer, resolve
+    from ftsdk.models.peft_wrapping import load_adapter
 
     placement = choose_placement(spec.device, spec.dtype)
     resolved = resolve(spec)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftsdk.errors import ConfigError
+from ftsdk.plugin.errors import ConfigError
 
 SEAL_NAME = "ftsdk-checkpoint.json"
 #: the Trainer's folder names: ``checkpoint-<global step>``

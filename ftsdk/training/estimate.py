@@ -26,11 +26,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ftsdk.config import Recipe
+from ftsdk.training.recipe import Recipe
 
 if TYPE_CHECKING:
-    from ftsdk.device import Placement
-    from ftsdk.tuner import Tuner
+    from ftsdk.models.device import Placement
+    from ftsdk.training.tuner import Tuner
 
 GIB = 1024**3
 #: bytes of the logits and their log-softmax, kept in float32 by the loss
@@ -146,8 +146,8 @@ def estimate(source: Tuner | Recipe | str | Path) -> Estimate:
     import torch
     import transformers
 
-    from ftsdk.models import HEADS
-    from ftsdk.tuner import Tuner
+    from ftsdk.models.loading import HEADS
+    from ftsdk.training.tuner import Tuner
 
     tuner = source if isinstance(source, Tuner) else Tuner.from_recipe(source)
     adapter, objective, training = tuner.adapter, tuner.objective, tuner.training
@@ -206,7 +206,7 @@ def _model_config(tuner: Tuner) -> Any:
     """The base model's transformers config: a local folder's or a hub repo's config.json (aliases resolved)."""
     from transformers import AutoConfig
 
-    from ftsdk.models import resolve
+    from ftsdk.models.loading import resolve
 
     spec = tuner.model_spec
     resolved = resolve(spec)
@@ -219,7 +219,7 @@ def _placement(tuner: Tuner) -> Placement:
     """Where training would run; an explicit ``cuda`` is taken at its word (estimates may be made on a laptop)."""
     import torch
 
-    from ftsdk.device import Placement, choose_placement
+    from ftsdk.models.device import Placement, choose_placement
 
     spec = tuner.model_spec
     if spec.device == "cuda":

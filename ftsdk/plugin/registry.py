@@ -20,14 +20,14 @@ from typing import Any
 
 import pluggy
 
-from ftsdk import hookspecs
-from ftsdk.errors import (
+from ftsdk.plugin import hookspecs
+from ftsdk.plugin.errors import (
     PluginConflictError,
     PluginError,
     PluginUnavailableError,
     UnknownPluginError,
 )
-from ftsdk.kinds import INTERFACE_OF_KIND, Plugin, PluginConfig
+from ftsdk.plugin.kinds import INTERFACE_OF_KIND, Plugin, PluginConfig
 
 ENTRY_POINT_GROUP = "ftsdk"
 KINDS = tuple(hookspecs.HOOK_OF_KIND)
@@ -195,7 +195,7 @@ def _collect() -> Registry:
 
 def _check_plugin_class(cls: type, interface: type[Plugin]) -> None:
     if not (isinstance(cls, type) and issubclass(cls, interface)):
-        raise PluginError(f"{cls!r} is not a subclass of ftsdk.kinds.{interface.__name__}")
+        raise PluginError(f"{cls!r} is not a subclass of ftsdk.plugin.kinds.{interface.__name__}")
     for attribute in ("name", "summary"):
         if not isinstance(getattr(cls, attribute, None), str) or not getattr(cls, attribute):
             raise PluginError(f"{cls.__qualname__} must set a non-empty string '{attribute}'")

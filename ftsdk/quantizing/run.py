@@ -25,10 +25,11 @@ from ftsdk.artifacts import (
     sha256_file,
     write_manifest,
 )
-from ftsdk.calibration import BUILTIN, TextsConfig, select_texts
-from ftsdk.errors import ConfigError, ModelLoadError
-from ftsdk.kinds import PluginConfig, Quantizer
-from ftsdk.validation import validate_config
+from ftsdk.plugin.errors import ConfigError, ModelLoadError
+from ftsdk.plugin.jobs import QuantizeJob
+from ftsdk.plugin.kinds import PluginConfig, Quantizer
+from ftsdk.plugin.settings import validate_config
+from ftsdk.quantizing.calibration import BUILTIN, TextsConfig, select_texts
 
 LIBRARIES = ("ftsdk", "torch", "transformers", "bitsandbytes", "gguf", "llama_cpp_python", "gptqmodel", "autoawq")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
@@ -37,20 +38,6 @@ MAX_PRINTED_WARNINGS = 10
 #: how each kind of source is described in errors
 KIND_WORDS = {"model": "a transformers model folder", "adapter": "a PEFT adapter folder",
               "quantized": "an already quantized model", "gguf": "a GGUF file"}
-
-
-@dataclass(frozen=True)
-class QuantizeJob:
-    """One quantization, checked and ready: what :meth:`ftsdk.kinds.Quantizer.quantize` works on."""
-
-    #: the model to quantize: a transformers folder, or a PEFT adapter folder for quantizers accepting adapters
-    source: Path
-    #: "model" or "adapter"
-    source_kind: str
-    #: the empty folder to write into (a temporary sibling of the final output)
-    output: Path
-    #: calibration texts, when the quantizer ``uses_calibration``; else None
-    calibration: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -71,7 +58,7 @@ def classify_source(source: str | Path) -> Source:
     """
     path = Path(source).expanduser()
     if not path.exists():
-        from ftsdk.models import ALIASES, resolve
+        from ftsdk.models.loading import ALIASES, resolve
 
         if str(source) in ALIASES:
             path = Path(resolve(str(source)).source)
@@ -131,7 +118,7 @@ def quantize(
     """Quantize ``source`` with the quantizer plugin ``method``; return the output folder.
 
     ``calibration`` (for quantizers that calibrate) is a data file, or options: ``data``, ``samples``,
-    ``max_length``, ``seed`` (see :class:`ftsdk.calibration.TextsConfig`); by default ftsdk's built-in texts.
+    ``max_length``, ``seed`` (see :class:`ftsdk.quantizing.calibration.TextsConfig`); by default ftsdk's built-in texts.
     """
     quantizer = create_quantizer(method, config)
     texts = texts_config(calibration)

@@ -22,17 +22,18 @@ from ftsdk.artifacts import (
     read_manifest,
     write_manifest,
 )
-from ftsdk.config import ModelSpec, Recipe, TrainingConfig
 from ftsdk.data.formats import Conversation
 from ftsdk.data.loading import DataSet, load_dataset
 from ftsdk.data.sources import Source
-from ftsdk.device import ThreadChoice, choose_threads, torch_threads
-from ftsdk.distributed.config import DistributedConfig
-from ftsdk.errors import ConfigError
-from ftsdk.kinds import Adapter, Objective
-from ftsdk.models import ALIASES, DEFAULT_MODEL, ResolvedModel, load_tokenizer, resolve
-from ftsdk.training import mixed_precision
-from ftsdk.validation import validate_config
+from ftsdk.models.device import ThreadChoice, choose_threads, torch_threads
+from ftsdk.models.loading import ALIASES, DEFAULT_MODEL, ResolvedModel, load_tokenizer, resolve
+from ftsdk.models.spec import ModelSpec
+from ftsdk.plugin.errors import ConfigError
+from ftsdk.plugin.kinds import Adapter, Objective
+from ftsdk.plugin.settings import validate_config
+from ftsdk.training.distributed.config import DistributedConfig
+from ftsdk.training.recipe import Recipe, TrainingConfig
+from ftsdk.training.trainer import mixed_precision
 
 if TYPE_CHECKING:
     from ftsdk.evaluation.results import Comparison
@@ -115,7 +116,7 @@ class Tuner:
 
         The base model's own code runs only with ``trust_remote_code=True``; a manifest asking for it is refused.
         """
-        from ftsdk.models import recorded_spec
+        from ftsdk.models.loading import recorded_spec
 
         spec = recorded_spec(manifest["base_model"]["spec"], "the manifest's base_model.spec",
                              "Tuner.load(folder, trust_remote_code=True) or "
@@ -146,7 +147,7 @@ class Tuner:
             return tuner
         tuner = cls.from_manifest(manifest, trust_remote_code=trust_remote_code)
         if manifest["kind"] == "adapter":
-            from ftsdk.peft_wrapping import load_adapter
+            from ftsdk.models.peft_wrapping import load_adapter
 
             base, _ = tuner._load_base()
             tuner.model = load_adapter(base, output_dir)
@@ -181,7 +182,7 @@ class Tuner:
         task = self.objective.data_task
         train_set = load_dataset(data, task, columns=columns)
         eval_set = load_dataset(eval_data, task, columns=columns) if eval_data is not None else None
-        from ftsdk.distributed.world import current_world
+        from ftsdk.training.distributed.world import current_world
 
         world = current_world()
         inputs = [("training data", train_set.path), ("eval data", eval_set.path if eval_set else None),
@@ -190,7 +191,7 @@ class Tuner:
         with claim_output(output_dir, overwrite=overwrite, inputs=inputs) if world.is_main else \
                 contextlib.nullcontext(check_output_dir(output_dir, overwrite)) as output:
             outcome, manifest, seconds = self._fit(train_set, eval_set, output, overwrite, world, resume, force_resume)
-        from ftsdk.report import summary_line
+        from ftsdk.training.report import summary_line
 
         if world.is_main:
             print(summary_line(outcome.metrics, seconds, output))
@@ -203,18 +204,18 @@ class Tuner:
     ) -> tuple[Any, dict[str, Any], float]:
         self.adapter.check_training(self.training, self.objective)
         self._check_pairing()
-        from ftsdk.tracking import check_trackers
+        from ftsdk.training.tracking import check_trackers
 
         check_trackers(self.training.report_to)
-        from ftsdk.training import check_optimizer
+        from ftsdk.training.trainer import check_optimizer
 
         check_optimizer(self.training)
-        from ftsdk.early_stopping import check_eval_metric
+        from ftsdk.training.early_stopping import check_eval_metric
 
         check_eval_metric(self.training, self.objective.data_task, eval_set.examples if eval_set else None)
-        from ftsdk.checkpoints import checkpoints_dir, plan_resume
-        from ftsdk.distributed.strategies import check_strategy
-        from ftsdk.distributed.world import check_world
+        from ftsdk.training.checkpoints import checkpoints_dir, plan_resume
+        from ftsdk.training.distributed.strategies import check_strategy
+        from ftsdk.training.distributed.world import check_world
 
         check_world(self.distributed, world, self._placement().device)
         check_strategy(self.distributed, self.training.save_steps)
@@ -237,12 +238,12 @@ class Tuner:
 
         import transformers
 
-        from ftsdk.checkpoint_callback import SealCheckpoints
-        from ftsdk.checkpoints import checkpoints_dir
-        from ftsdk.distributed.strategies import full_parameters
-        from ftsdk.distributed.world import current_world, pin_device
-        from ftsdk.progress import LossProgressBar
-        from ftsdk.training import TrainJob
+        from ftsdk.plugin.jobs import TrainJob
+        from ftsdk.training.checkpoint_callback import SealCheckpoints
+        from ftsdk.training.checkpoints import checkpoints_dir
+        from ftsdk.training.distributed.strategies import full_parameters
+        from ftsdk.training.distributed.world import current_world, pin_device
+        from ftsdk.training.progress import LossProgressBar
 
         world = current_world()
         pin_device(world, self._placement().device)
@@ -251,7 +252,7 @@ class Tuner:
         self.adapter.check(model)
         model = self.model = self.adapter.wrap(model)
         if self.distributed is not None and self.distributed.strategy == "fsdp2" and world.distributed:
-            from ftsdk.distributed.fsdp import shard_model
+            from ftsdk.training.distributed.fsdp import shard_model
 
             shard_model(model, self.distributed, world, self._placement().device,
                         mixed_precision(self.training, self._placement()))
@@ -259,13 +260,13 @@ class Tuner:
         checkpoints = checkpoints_dir(output)
         if self.training.save_steps:
             callbacks.append(SealCheckpoints(run_fingerprint, self.training.save_total_limit))
-        from ftsdk.tracking import RunTracking
+        from ftsdk.training.tracking import RunTracking
 
         tracking = RunTracking.for_run(self.training, output, run_fingerprint, resume=start is not None) \
             if world.is_main else None
         if tracking is not None:
             callbacks += tracking.callbacks()
-        from ftsdk.early_stopping import best_callbacks
+        from ftsdk.training.early_stopping import best_callbacks
 
         callbacks += best_callbacks(self.training, eval_set.examples if eval_set else None)
         keeps_checkpoints = bool(self.training.save_steps or start)
@@ -305,7 +306,7 @@ class Tuner:
         overwrite: bool, seconds: float,
     ) -> dict[str, Any]:
         from ftsdk.evaluation.report import write_training_report
-        from ftsdk.report import model_card, plot_losses
+        from ftsdk.training.report import model_card, plot_losses
 
         with atomic_output_dir(output, overwrite=overwrite) as tmp:
             self.adapter.save(model, str(tmp))
@@ -313,17 +314,17 @@ class Tuner:
             (tmp / "log_history.json").write_text(json.dumps(outcome.log_history, indent=1), encoding="utf-8")
             plotted = plot_losses(outcome.log_history, tmp / "loss.png", title=f"{output.name}: loss")
             manifest = self._manifest(train_set, eval_set, outcome.metrics, seconds, plotted is not None)
-            manifest["best"] = outcome.best  # keep-best / early stopping (ftsdk.early_stopping)
+            manifest["best"] = outcome.best  # keep-best / early stopping (ftsdk.training.early_stopping)
             write_manifest(tmp, manifest)
             (tmp / "README.md").write_text(model_card(manifest), encoding="utf-8")
             write_training_report(tmp, manifest, tokenizer, self.objective.data_task)
         return manifest
 
     def merge_adapter(self, output_dir: str | Path, **options: Any) -> Path:
-        """Merge the adapter this tuner trained or loaded into its base; see :func:`ftsdk.export.merge_adapter`."""
+        """Merge the adapter this tuner trained or loaded into its base; see :func:`ftsdk.merging.adapter.merge_adapter`."""
         if self.output_dir is None:
             raise ConfigError("this tuner has no adapter to merge yet", hint="call fit() first, or use Tuner.load()")
-        from ftsdk.export import merge_adapter
+        from ftsdk.merging.adapter import merge_adapter
 
         return merge_adapter(self.output_dir, output_dir, **options)
 
@@ -378,7 +379,7 @@ class Tuner:
         batch_size: int = 8,
     ) -> str | list[str]:
         """Reply to one prompt (a string or a conversation) or a list of them, with the tuned model."""
-        from ftsdk.generation import generate_replies
+        from ftsdk.models.generation import generate_replies
 
         single = isinstance(prompts, str) or (
             isinstance(prompts, list) and bool(prompts) and isinstance(prompts[0], dict)
@@ -412,7 +413,7 @@ class Tuner:
         self.objective.check_training(self.training, self.adapter)
 
     def _placement(self) -> Any:
-        from ftsdk.device import choose_placement
+        from ftsdk.models.device import choose_placement
 
         return choose_placement(self.model_spec.device, self.model_spec.dtype)
 
@@ -427,7 +428,7 @@ class Tuner:
         return self.model, self.tokenizer
 
     def _distributed_summary(self) -> dict[str, Any] | None:
-        from ftsdk.distributed.world import current_world
+        from ftsdk.training.distributed.world import current_world
 
         world = current_world()
         if self.distributed is None and not world.distributed:
@@ -435,8 +436,8 @@ class Tuner:
         return {"world_size": world.size, **(self.distributed or DistributedConfig()).model_dump(mode="json")}
 
     def _fingerprint(self, train_set: DataSet, eval_set: DataSet | None, world_size: int) -> dict[str, Any]:
-        """What a checkpoint must share with this run to be continued by it (see ftsdk.checkpoints)."""
-        from ftsdk.checkpoints import fingerprint
+        """What a checkpoint must share with this run to be continued by it (see ftsdk.training.checkpoints)."""
+        from ftsdk.training.checkpoints import fingerprint
 
         def plugin(kind: str, instance: Any) -> dict[str, Any]:
             info = plugins.get(kind, instance.name)

@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftsdk.artifacts import atomic_output_dir
-from ftsdk.config import ModelSpec
-from ftsdk.errors import ConfigError, ModelLoadError
 from ftsdk.locks import hold_lock, lock_file_for
+from ftsdk.models.spec import ModelSpec
+from ftsdk.plugin.errors import ConfigError, ModelLoadError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from ftsdk.device import Placement
+    from ftsdk.models.device import Placement
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def recorded_spec(
     Only the caller's ``trust_remote_code`` (the user's own flag or argument) decides whether model code may
     run: a file cannot grant it. One that asks for it is refused unless the user opted in; ``opt_in`` says how.
     """
-    from ftsdk.validation import validate_config
+    from ftsdk.plugin.settings import validate_config
 
     spec = dict(recorded)
     if spec.get("trust_remote_code") is True and not trust_remote_code:

@@ -8,7 +8,7 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from ftsdk.checkpoints import rotate, seal
+from ftsdk.training.checkpoints import rotate, seal
 
 
 class SealCheckpoints(TrainerCallback):

@@ -14,16 +14,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from ftsdk.validation import StrictModel, validate_config
+from ftsdk.plugin.settings import StrictModel, validate_config
 
 if TYPE_CHECKING:
-    from ftsdk.config import ModelSpec, TrainingConfig
-    from ftsdk.device import Placement
-    from ftsdk.distributed.launch import LaunchRequest
-    from ftsdk.merging.request import MergeRequest
-    from ftsdk.models import ResolvedModel
-    from ftsdk.quantizing import QuantizeJob
-    from ftsdk.training import TrainJob, TrainOutcome
+    from ftsdk.models.device import Placement
+    from ftsdk.models.loading import ResolvedModel
+    from ftsdk.models.spec import ModelSpec
+    from ftsdk.plugin.jobs import LaunchRequest, MergeRequest, QuantizeJob, TrainJob, TrainOutcome
+    from ftsdk.training.recipe import TrainingConfig
 
 
 class PluginConfig(StrictModel):
@@ -57,12 +55,12 @@ class Adapter(Plugin):
     kind: ClassVar[str] = "adapter"
     #: "adapter" when the output is a PEFT adapter folder, "model" when it is a full model
     produces: ClassVar[str] = "adapter"
-    #: the model heads (keys of :data:`ftsdk.models.HEADS`) it can wrap, train and save
+    #: the model heads (keys of :data:`ftsdk.models.loading.HEADS`) it can wrap, train and save
     heads: ClassVar[tuple[str, ...]] = ("causal_lm",)
 
     def load_model(self, resolved: ResolvedModel, spec: ModelSpec, placement: Placement, head: str) -> Any:
         """Load the base model with the objective's ``head``; override to load differently (QLoRA: 4 bits)."""
-        from ftsdk.models import load_model
+        from ftsdk.models.loading import load_model
 
         return load_model(resolved, spec, placement, head=head)
 
@@ -74,13 +72,13 @@ class Adapter(Plugin):
         return sum(p.numel() * p.element_size() for p in model.parameters())
 
     def check_training(self, training: TrainingConfig, objective: Objective) -> None:
-        """Raise :class:`ftsdk.errors.ConfigError` if this adapter cannot train with these settings.
+        """Raise :class:`ftsdk.plugin.errors.ConfigError` if this adapter cannot train with these settings.
 
         Called before any model loads, so incompatible combinations fail in a second.
         """
 
     def check(self, model: Any) -> None:
-        """Raise :class:`ftsdk.errors.ConfigError` if this config cannot apply to ``model``."""
+        """Raise :class:`ftsdk.plugin.errors.ConfigError` if this config cannot apply to ``model``."""
 
     @abstractmethod
     def wrap(self, model: Any) -> Any:
@@ -97,11 +95,11 @@ class Objective(Plugin):
     kind: ClassVar[str] = "objective"
     #: the data it trains on, a key of :data:`ftsdk.data.formats.FORMATS_OF_TASK`
     data_task: ClassVar[str] = "sft"
-    #: the model head it trains, a key of :data:`ftsdk.models.HEADS`
+    #: the model head it trains, a key of :data:`ftsdk.models.loading.HEADS`
     model_head: ClassVar[str] = "causal_lm"
 
     def check_training(self, training: TrainingConfig, adapter: Adapter) -> None:
-        """Raise :class:`ftsdk.errors.ConfigError` if this objective cannot train with these settings or adapter.
+        """Raise :class:`ftsdk.plugin.errors.ConfigError` if this objective cannot train with these settings or adapter.
 
         Called before any model loads, after the adapter's own ``check_training``.
         """
@@ -118,7 +116,7 @@ class Objective(Plugin):
 class Quantizer(Plugin):
     """How a model is made smaller (GGUF, GPTQ, AWQ, bitsandbytes).
 
-    The core (:func:`ftsdk.quantizing.quantize`) resolves the source, calls :meth:`check` before any
+    The core (:func:`ftsdk.quantizing.run.quantize`) resolves the source, calls :meth:`check` before any
     heavy work, gathers calibration texts when :attr:`uses_calibration`, and hands :meth:`quantize` an
     empty temporary folder that becomes the output, with its ``ftsdk.json``, only once complete.
     """
@@ -132,7 +130,7 @@ class Quantizer(Plugin):
     uses_calibration: ClassVar[bool] = False
 
     def check(self, source: Path, source_kind: str) -> None:
-        """Raise :class:`ftsdk.errors.ConfigError` if this config cannot quantize ``source``.
+        """Raise :class:`ftsdk.plugin.errors.ConfigError` if this config cannot quantize ``source``.
 
         Cheap: read ``config.json`` (or ``adapter_config.json``), never the weights.
         """
@@ -182,7 +180,7 @@ class Merger(Plugin):
 class Launcher(Plugin):
     """How the processes of a training run are started: on this machine, across nodes, or by a cluster manager.
 
-    ``ftsdk train`` hands it a :class:`ftsdk.distributed.launch.LaunchRequest`: the same ``ftsdk train`` command
+    ``ftsdk train`` hands it a :class:`ftsdk.plugin.jobs.LaunchRequest`: the same ``ftsdk train`` command
     for every process, the ``distributed`` settings (processes per node, nodes, rendezvous, restarts) and the
     output folder. The processes it starts must see torch.distributed's variables (RANK, WORLD_SIZE, ...).
     """
@@ -190,7 +188,7 @@ class Launcher(Plugin):
     kind: ClassVar[str] = "launcher"
 
     def check(self, request: LaunchRequest) -> None:
-        """Raise :class:`ftsdk.errors.ConfigError` if this launcher cannot start ``request`` (before any work)."""
+        """Raise :class:`ftsdk.plugin.errors.ConfigError` if this launcher cannot start ``request`` (before any work)."""
 
     @abstractmethod
     def launch(self, request: LaunchRequest) -> int:

@@ -9,9 +9,11 @@ from pydantic import Field, model_validator
 
 from ftsdk.data.sources import HubData
 from ftsdk.data.templates import BUILTIN_TEMPLATES
-from ftsdk.distributed.config import DistributedConfig
-from ftsdk.errors import ConfigError
-from ftsdk.validation import StrictModel, read_yaml_mapping, validate_config
+from ftsdk.models.spec import ModelSpec
+from ftsdk.plugin.errors import ConfigError
+from ftsdk.plugin.settings import StrictModel, validate_config
+from ftsdk.safe_yaml import read_yaml_mapping
+from ftsdk.training.distributed.config import DistributedConfig
 
 #: the largest step count (max_steps, logging/eval/save intervals) a recipe may name
 MAX_STEPS = 1_000_000_000
@@ -20,31 +22,7 @@ MAX_SEED = 2**32 - 1
 
 
 class _Strict(StrictModel):
-    """A recipe section: unknown keys are errors, numbers are strict (see :class:`ftsdk.validation.StrictModel`)."""
-
-
-class ModelSpec(_Strict):
-    """Which base model to load and how."""
-
-    name: str = Field(
-        "smollm2-135m",
-        description="An alias (smollm2-135m), a local HF folder, a .gguf file, or a Hugging Face Hub id.",
-        min_length=1,
-    )
-    gguf_file: str | None = Field(None, description="GGUF file name inside `name` (a folder or hub repo).")
-    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for hub ids.")
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="auto picks CUDA when present, else CPU."
-    )
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto: bfloat16 on GPUs that support it, float32 elsewhere (bf16 is slow on most CPUs)."
-    )
-    trust_remote_code: bool = Field(False, description="Allow model code from the hub repo to run.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_string(cls, value: Any) -> Any:
-        return {"name": value} if isinstance(value, str) else value
+    """A recipe section: unknown keys are errors, numbers are strict (see :class:`ftsdk.plugin.settings.StrictModel`)."""
 
 
 class TrainingConfig(_Strict):
@@ -236,7 +214,7 @@ class Recipe(_Strict):
         objective_config = self.objective_config
         replay = objective_config.get("replay")
         if isinstance(replay, dict) and isinstance(replay.get("data"), str) and replay["data"] != "general":
-            # sft's replay file (ftsdk.replay); "general" names the shipped set
+            # sft's replay file (ftsdk.training.replay); "general" names the shipped set
             objective_config = {**objective_config, "replay": {**replay, "data": str(resolve(Path(replay["data"])))}}
         return {"data": data, "output_dir": resolve(self.output_dir), "model": model, "chat_template": template,
                 "objective_config": objective_config}

@@ -4,48 +4,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ftsdk.config import TrainingConfig
-from ftsdk.device import Placement
+from ftsdk.models.device import Placement
+from ftsdk.plugin.jobs import TrainJob, TrainOutcome
+from ftsdk.training.recipe import TrainingConfig
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
-    from ftsdk.distributed.config import DistributedConfig
-
-
-@dataclass
-class TrainJob:
-    """Everything an objective needs to train: the wrapped model, the data and the settings."""
-
-    model: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
-    #: the objective's data task's examples: conversations for "sft", dicts for other tasks
-    train_examples: list[Any]
-    eval_examples: list[Any] | None
-    training: TrainingConfig
-    placement: Placement
-    work_dir: Path
-    callbacks: list[TrainerCallback] = field(default_factory=list)
-    #: several processes: the strategy (None: one process, or DDP when a launcher started several)
-    distributed: DistributedConfig | None = None
-    #: continue from this checkpoint folder (``work_dir`` then holds the run's checkpoints)
-    resume_from: Path | None = None
-    #: the experiment trackers' run name (None when no tracker is on)
-    run_name: str | None = None
-
-
-@dataclass
-class TrainOutcome:
-    """Final metrics and the per-step log of a training run."""
-
-    metrics: dict[str, float]
-    log_history: list[dict[str, Any]]
-    #: keep-best / early stopping: the metric, its best value and step, restored or not (ftsdk.early_stopping)
-    best: dict[str, Any] | None = None
+    pass
 
 
 def mixed_precision(training: TrainingConfig, placement: Placement) -> str:
@@ -82,7 +49,7 @@ def check_optimizer(training: TrainingConfig) -> None:
     """Refuse, before any model loads, a bitsandbytes optimizer when bitsandbytes is not installed."""
     import importlib.util
 
-    from ftsdk.errors import ConfigError
+    from ftsdk.plugin.errors import ConfigError
 
     if training.optimizer in BNB_OPTIMIZERS and importlib.util.find_spec("bitsandbytes") is None:
         raise ConfigError(f"training.optimizer {training.optimizer} comes from bitsandbytes, which is not installed",
@@ -122,9 +89,9 @@ def trainer_arguments(job: TrainJob) -> dict[str, Any]:
     checkpointing = _checkpointing_argument()  # renamed in transformers 5
     precision = mixed_precision(t, job.placement)
     has_eval = bool(job.eval_examples)
-    from ftsdk.distributed.strategies import trainer_options
-    from ftsdk.distributed.world import current_world
-    from ftsdk.early_stopping import best_arguments
+    from ftsdk.training.distributed.strategies import trainer_options
+    from ftsdk.training.distributed.world import current_world
+    from ftsdk.training.early_stopping import best_arguments
 
     return {
         "output_dir": str(job.work_dir),
@@ -147,10 +114,10 @@ def trainer_arguments(job: TrainJob) -> dict[str, Any]:
         "eval_steps": t.eval_steps,
         "save_strategy": "steps" if t.save_steps else "no",
         **({"save_steps": t.save_steps} if t.save_steps else {}),
-        "save_total_limit": None,  # ftsdk rotates only sealed checkpoints (ftsdk.checkpoint_callback)
+        "save_total_limit": None,  # ftsdk rotates only sealed checkpoints (ftsdk.training.checkpoint_callback)
         # not read by Trainer.train() itself: run_trainer passes it on
         "resume_from_checkpoint": str(job.resume_from) if job.resume_from else None,
-        "report_to": "none",  # ftsdk adds transformers' tracker callbacks itself (ftsdk.tracking)
+        "report_to": "none",  # ftsdk adds transformers' tracker callbacks itself (ftsdk.training.tracking)
         "run_name": job.run_name,
         "disable_tqdm": True,  # ftsdk draws its own progress bar
         checkpointing: t.gradient_checkpointing,
@@ -183,8 +150,8 @@ def run_trainer(trainer: Any) -> TrainOutcome:
     """Train a ``transformers.Trainer`` quietly (ftsdk's bar replaces its printing) and collect the outcome."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from ftsdk.distributed.fsdp import is_sharded, keep_sharded
-    from ftsdk.distributed.strategies import check_trainer
+    from ftsdk.training.distributed.fsdp import is_sharded, keep_sharded
+    from ftsdk.training.distributed.strategies import check_trainer
 
     if is_sharded(trainer.model):
         keep_sharded(trainer)  # FSDP2 reduces the gradients itself: no DDP around it
@@ -193,7 +160,7 @@ def run_trainer(trainer: Any) -> TrainOutcome:
     trainer.remove_callback(ProgressCallback)
     for callback in trainer.callback_handler.callbacks:
         if callable(getattr(callback, "attach", None)):
-            callback.attach(trainer)  # callbacks that log through the trainer (ftsdk.early_stopping.TaskMetrics)
+            callback.attach(trainer)  # callbacks that log through the trainer (ftsdk.training.early_stopping.TaskMetrics)
     if not trainer.args.bf16:
         _undo_bf16_adapter_cast(trainer.model)
     _loraplus_optimizer(trainer)
@@ -202,7 +169,7 @@ def run_trainer(trainer: Any) -> TrainOutcome:
     # computes exactly as it will when reloaded from disk
     trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     history = list(trainer.state.log_history)
-    from ftsdk.early_stopping import best_summary
+    from ftsdk.training.early_stopping import best_summary
 
     return TrainOutcome(final_metrics(history), history, best_summary(trainer))
 

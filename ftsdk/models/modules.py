@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from ftsdk.errors import ConfigError
+from ftsdk.plugin.errors import ConfigError
 
 
 def linear_module_names(model: Any) -> list[str]:

@@ -1,58 +1,27 @@
 """Starting the processes of a run: what a launcher plugin receives, and torchrun's command line.
 
 ``ftsdk train`` with ``--nproc``/``--nnodes``/``--launcher`` (or a ``distributed:`` section that asks for them)
-hands the same ``ftsdk train`` command to a launcher plugin (:class:`ftsdk.kinds.Launcher`), which starts it as
+hands the same ``ftsdk train`` command to a launcher plugin (:class:`ftsdk.plugin.kinds.Launcher`), which starts it as
 every process of the run; those processes find themselves under the launcher and train.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from ftsdk.distributed.config import DistributedConfig
-from ftsdk.errors import ConfigError
+from ftsdk.plugin.errors import ConfigError
+from ftsdk.plugin.jobs import LaunchRequest
+from ftsdk.training.distributed.config import DistributedConfig
 
 #: carries the command line's distributed settings (``--nproc``, ``--nnodes``) to the processes a launcher starts
 OVERRIDES_VARIABLE = "FTSDK_DISTRIBUTED"
 #: the ``distributed`` fields the command line sets
 OVERRIDABLE = ("nproc", "nnodes", "launcher", "rdzv_endpoint", "max_restarts")
-
-
-@dataclass(frozen=True)
-class LaunchRequest:
-    """One run to start: the ``ftsdk`` arguments every process runs, and how many processes where."""
-
-    #: ``ftsdk`` arguments of every process (``["train", RECIPE, ...]``), without the launch options
-    argv: list[str]
-    distributed: DistributedConfig
-    #: the run's output folder (checkpoints go beside it): on shared storage for several nodes
-    output_dir: Path
-    #: variables every process needs (the command line's distributed settings)
-    env: dict[str, str] = field(default_factory=dict)
-    #: this node's rank, when the user gave it (c10d's rendezvous assigns ranks otherwise)
-    node_rank: int | None = None
-    #: submit the job to the cluster's scheduler, not only write it (slurm)
-    submit: bool = False
-
-    @property
-    def nproc(self) -> int:
-        """Processes per node (one when the recipe leaves it open)."""
-        return self.distributed.nproc or 1
-
-    @property
-    def rdzv_id(self) -> str:
-        """The rendezvous id, the same on every node for the same command: the recipe's, else the output's hash."""
-        if self.distributed.rdzv_id:
-            return self.distributed.rdzv_id
-        return "ftsdk-" + hashlib.sha256(str(self.output_dir.resolve()).encode()).hexdigest()[:16]
 
 
 def overrides_from(values: Mapping[str, Any | None], env: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -68,7 +37,7 @@ def with_overrides(config: DistributedConfig | None, overrides: Mapping[str, Any
     """``config`` with the command line's settings, validated (one ConfigError naming the option)."""
     if not overrides:
         return config
-    from ftsdk.validation import validate_config
+    from ftsdk.plugin.settings import validate_config
 
     current = {name: getattr(config, name) for name in DistributedConfig.model_fields} if config else {}
     return validate_config(DistributedConfig, {**current, **overrides}, where="distributed (command line)")

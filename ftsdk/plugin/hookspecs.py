@@ -6,7 +6,7 @@ A plugin module implements any of these with :data:`ftsdk.hookimpl`::
     def register_adapters(register):
         register(MyAdapter)
 
-The classes registered must subclass the matching interface in :mod:`ftsdk.kinds`.
+The classes registered must subclass the matching interface in :mod:`ftsdk.plugin.kinds`.
 Registration must not import heavy libraries (torch, transformers): do that inside the methods.
 """
 
@@ -25,27 +25,27 @@ Register = Callable[[type], None]
 
 @hookspec
 def register_adapters(register: Register) -> None:
-    """Register :class:`ftsdk.kinds.Adapter` subclasses: how parameters are trained."""
+    """Register :class:`ftsdk.plugin.kinds.Adapter` subclasses: how parameters are trained."""
 
 
 @hookspec
 def register_objectives(register: Register) -> None:
-    """Register :class:`ftsdk.kinds.Objective` subclasses: what is optimised, on which data."""
+    """Register :class:`ftsdk.plugin.kinds.Objective` subclasses: what is optimised, on which data."""
 
 
 @hookspec
 def register_quantizers(register: Register) -> None:
-    """Register :class:`ftsdk.kinds.Quantizer` subclasses: how a model is made smaller."""
+    """Register :class:`ftsdk.plugin.kinds.Quantizer` subclasses: how a model is made smaller."""
 
 
 @hookspec
 def register_mergers(register: Register) -> None:
-    """Register :class:`ftsdk.kinds.Merger` subclasses: how several models become one."""
+    """Register :class:`ftsdk.plugin.kinds.Merger` subclasses: how several models become one."""
 
 
 @hookspec
 def register_launchers(register: Register) -> None:
-    """Register :class:`ftsdk.kinds.Launcher` subclasses: how the processes of a training run are started."""
+    """Register :class:`ftsdk.plugin.kinds.Launcher` subclasses: how the processes of a training run are started."""
 
 
 #: hook name for each kind of plugin

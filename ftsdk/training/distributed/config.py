@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ftsdk.kinds import PluginConfig
+from ftsdk.plugin.kinds import PluginConfig
 
 Strategy = Literal["ddp", "fsdp2", "deepspeed_zero2", "deepspeed_zero3"]
 

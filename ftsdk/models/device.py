@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from ftsdk.errors import ConfigError
+from ftsdk.plugin.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ftsdk.distributed.config import DistributedConfig
-from ftsdk.distributed.world import World, backend_for
-from ftsdk.errors import ConfigError
+from ftsdk.plugin.errors import ConfigError
+from ftsdk.training.distributed.config import DistributedConfig
+from ftsdk.training.distributed.world import World, backend_for
 
 #: torch dtype names of the autocast precisions FSDP2 computes in
 _PARAM_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import EarlyStoppingCallback, TrainerCallback
 
-from ftsdk.errors import ConfigError
+from ftsdk.plugin.errors import ConfigError
 
 if TYPE_CHECKING:
-    from ftsdk.config import TrainingConfig
+    from ftsdk.training.recipe import TrainingConfig
 
 #: task metrics ftsdk computes by generating on the eval split: label accuracy and JSON field match
 TASK_METRICS = ("accuracy", "field_match")
@@ -138,12 +138,12 @@ class TaskMetrics(TrainerCallback):
         self.trainer: Any = None
 
     def attach(self, trainer: Any) -> None:
-        """Called by :func:`ftsdk.training.run_trainer`: the trainer logs the metric."""
+        """Called by :func:`ftsdk.training.trainer.run_trainer`: the trainer logs the metric."""
         self.trainer = trainer
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
                     model: Any = None, processing_class: Any = None, **kwargs: Any) -> None:
-        from ftsdk.generation import generate_replies
+        from ftsdk.models.generation import generate_replies
 
         tokenizer = processing_class
         longest = max(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in self.references)

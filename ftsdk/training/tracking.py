@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 
-from ftsdk.errors import ConfigError
+from ftsdk.plugin.errors import ConfigError
 
 if TYPE_CHECKING:
-    from ftsdk.config import TrainingConfig
+    from ftsdk.training.recipe import TrainingConfig
 
 #: tracker name -> the import name its transformers integration needs
 TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
@@ -51,7 +51,7 @@ def tensorboard_dir(output_dir: Path, run_name: str) -> Path:
 
 def flatten(value: Any) -> dict[str, Any]:
     """A nested mapping as ``{"a.b.c": leaf}``, other leaves than scalars as JSON strings (trackers take scalars)."""
-    from ftsdk.checkpoints import flatten as flatten_mapping
+    from ftsdk.training.checkpoints import flatten as flatten_mapping
 
     scalar = (bool, int, float, str)
     return {key: leaf if leaf is None or isinstance(leaf, scalar) else json.dumps(leaf, default=str)

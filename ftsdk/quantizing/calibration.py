@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from ftsdk.artifacts import sha256_file
-from ftsdk.errors import DataError
-from ftsdk.validation import StrictModel
+from ftsdk.plugin.errors import DataError
+from ftsdk.plugin.settings import StrictModel
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

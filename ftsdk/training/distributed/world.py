@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ftsdk.distributed.config import DistributedConfig
-from ftsdk.errors import ConfigError
+from ftsdk.plugin.errors import ConfigError
+from ftsdk.training.distributed.config import DistributedConfig
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def elastic_restart(output_dir: str | Path, env: Mapping[str, str] | None = None
     env = os.environ if env is None else env
     if int(env.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0 and int(env.get("SLURM_RESTART_COUNT", "0")) == 0:
         return False
-    from ftsdk.checkpoints import checkpoints_dir, complete_checkpoints
+    from ftsdk.training.checkpoints import checkpoints_dir, complete_checkpoints
 
     return bool(complete_checkpoints(checkpoints_dir(output_dir)))
 
@@ -101,7 +101,7 @@ def check_world(config: DistributedConfig | None, world: World, device: str) -> 
         import importlib.util
 
         if importlib.util.find_spec("deepspeed") is None:
-            from ftsdk.errors import PluginUnavailableError
+            from ftsdk.plugin.errors import PluginUnavailableError
 
             raise PluginUnavailableError(
                 f"distributed.strategy '{strategy}' needs DeepSpeed, which is not installed",

@@ -7,17 +7,17 @@ import copy
 from collections.abc import Iterator
 from typing import Any
 
-from ftsdk.distributed.config import DistributedConfig
-from ftsdk.distributed.fsdp import check_sharded, full_state_dict, is_sharded
-from ftsdk.distributed.world import World, backend_for, current_world
-from ftsdk.errors import ConfigError
+from ftsdk.plugin.errors import ConfigError
+from ftsdk.training.distributed.config import DistributedConfig
+from ftsdk.training.distributed.fsdp import check_sharded, full_state_dict, is_sharded
+from ftsdk.training.distributed.world import World, backend_for, current_world
 
 
 def trainer_options(config: DistributedConfig | None, world: World, device: str) -> dict[str, Any]:
     """TrainingArguments keywords for ``config`` (DDP when a launcher started several processes without one).
 
     fsdp2 needs none beyond the backend: ftsdk shards the model itself before the Trainer sees it
-    (:func:`ftsdk.distributed.fsdp.shard_model`), on CUDA and on the CPU alike.
+    (:func:`ftsdk.training.distributed.fsdp.shard_model`), on CUDA and on the CPU alike.
     """
     if not world.distributed and config is None:
         return {}
@@ -105,7 +105,7 @@ def check_trainer(trainer: Any) -> None:
     if model is not None and is_sharded(model):
         if not getattr(model, "_is_accelerate_prepared", False):
             raise ConfigError(f"the FSDP2 model would be wrapped again by the Trainer's accelerator ('{kind}', DDP)",
-                              hint="run the Trainer through ftsdk.training.run_trainer, which prevents it")
+                              hint="run the Trainer through ftsdk.training.trainer.run_trainer, which prevents it")
         check_sharded(model, world)
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
-from ftsdk.validation import StrictModel
+from ftsdk.plugin.settings import StrictModel
 
 if TYPE_CHECKING:
     from ftsdk.data.tokenize import TokenizedExample
@@ -53,7 +53,7 @@ class ReplayOptions(StrictModel):
 
     def source(self) -> Path:
         """The replay data file."""
-        from ftsdk.calibration import builtin_path
+        from ftsdk.quantizing.calibration import builtin_path
 
         return builtin_path() if self.data == SHIPPED else Path(self.data)
 
@@ -64,7 +64,7 @@ def replay_rows(options: ReplayOptions, tokenizer: Any, max_length: int, assista
     token are dropped."""
     from ftsdk.data.loading import load_dataset
     from ftsdk.data.tokenize import IGNORE_INDEX, check_template, tokenize_example
-    from ftsdk.errors import DataError
+    from ftsdk.plugin.errors import DataError
 
     examples = load_dataset(options.source()).examples
     check_template(tokenizer, examples)

@@ -1,0 +1,1 @@
+"""Quantizing a model or adapter with a quantizer plugin, calibration texts included."""
