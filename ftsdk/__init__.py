@@ -36,17 +36,38 @@ _LAZY = {
     "estimate": "ftsdk.training.estimate",
     "Chain": "ftsdk.chain",
     "quantize": "ftsdk.quantizing.run",
+    # the public face for plugin authors: job types, per-tensor settings, the merge engine, the Trainer glue
+    "TrainJob": "ftsdk.plugin.jobs",
+    "TrainOutcome": "ftsdk.plugin.jobs",
+    "QuantizeJob": "ftsdk.plugin.jobs",
+    "MergeRequest": "ftsdk.plugin.jobs",
+    "MergeInput": "ftsdk.plugin.jobs",
+    "LaunchRequest": "ftsdk.plugin.jobs",
+    "Setting": "ftsdk.plugin.per_layer",
+    "SettingOf": "ftsdk.plugin.per_layer",
+    "TensorMerger": "ftsdk.merging.engine",
+    "TensorJob": "ftsdk.merging.engine",
+    "trainer_arguments": "ftsdk.training.trainer",
+    "run_trainer": "ftsdk.training.trainer",
+    "quiet_datasets": "ftsdk.console",
+    "tokenize_all": "ftsdk.data.tokenize",
 }
 
 if TYPE_CHECKING:
     from ftsdk import plugins
     from ftsdk.chain import Chain
+    from ftsdk.console import quiet_datasets
+    from ftsdk.data.tokenize import tokenize_all
     from ftsdk.merging import merge
     from ftsdk.merging.adapter import merge_adapter
+    from ftsdk.merging.engine import TensorJob, TensorMerger
     from ftsdk.models.spec import ModelSpec
+    from ftsdk.plugin.jobs import LaunchRequest, MergeInput, MergeRequest, QuantizeJob, TrainJob, TrainOutcome
+    from ftsdk.plugin.per_layer import Setting, SettingOf
     from ftsdk.quantizing.run import quantize
     from ftsdk.training.estimate import estimate
     from ftsdk.training.recipe import Recipe, TrainingConfig
+    from ftsdk.training.trainer import run_trainer, trainer_arguments
     from ftsdk.training.tuner import FitResult, Tuner
 
 
@@ -67,7 +88,10 @@ __all__ = [
     "DataError",
     "FitResult",
     "FtsdkError",
+    "LaunchRequest",
     "Launcher",
+    "MergeInput",
+    "MergeRequest",
     "Merger",
     "ModelLoadError",
     "ModelSpec",
@@ -78,8 +102,15 @@ __all__ = [
     "PluginConflictError",
     "PluginError",
     "PluginUnavailableError",
+    "QuantizeJob",
     "Quantizer",
     "Recipe",
+    "Setting",
+    "SettingOf",
+    "TensorJob",
+    "TensorMerger",
+    "TrainJob",
+    "TrainOutcome",
     "TrainingConfig",
     "Tuner",
     "UnknownPluginError",
@@ -90,4 +121,8 @@ __all__ = [
     "merge_adapter",
     "plugins",
     "quantize",
+    "quiet_datasets",
+    "run_trainer",
+    "tokenize_all",
+    "trainer_arguments",
 ]
