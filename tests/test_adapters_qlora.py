@@ -53,9 +53,9 @@ def test_four_bit_training_moves_the_loss_and_reloads_on_a_four_bit_base(nf4, ti
     assert config["bits"] == 4 and config["quant_type"] == "nf4" and config["double_quant"]
     adapter = plugins.create("adapter", "qlora", config)
     spec, placement = tuner.model_spec, Placement("cpu", torch.float32)
-    from ftsdk.models.loading import resolve
+    from ftsdk.models.loading import load_model, resolve
 
-    base = adapter.load_model(resolve(spec), spec, placement, "causal_lm")
+    base = load_model(resolve(spec), spec, placement, "causal_lm", **adapter.load_options(placement, "causal_lm"))
     reloaded = PeftModel.from_pretrained(base, result.output_dir)
     # TRL's SFTTrainer turns a quantized model's adapter weights into bfloat16 (the QLoRA paper's choice);
     # reloaded onto float32 LoRA layers they hold the same values but compute in float32
@@ -84,10 +84,11 @@ def test_merge_uses_the_dequantized_base_never_the_four_bit_one(nf4, tiny_model_
     assert read_manifest(merged_dir)["base_weights"] == "dequantized"
 
     adapter = plugins.create("adapter", "qlora", read_manifest(result.output_dir)["adapter"]["config"])
-    from ftsdk.models.loading import resolve
+    from ftsdk.models.loading import load_model, resolve
 
-    quantized = adapter.load_model(resolve(tuner.model_spec), tuner.model_spec, Placement("cpu", torch.float32),
-                                   "causal_lm")
+    placement = Placement("cpu", torch.float32)
+    quantized = load_model(resolve(tuner.model_spec), tuner.model_spec, placement, "causal_lm",
+                           **adapter.load_options(placement, "causal_lm"))
     dequantized = quantized.dequantize(dtype=torch.float32)
     reference = PeftModel.from_pretrained(dequantized, result.output_dir)
     torch.testing.assert_close(logits(merged), logits(reference), atol=1e-5, rtol=1e-5)
@@ -104,11 +105,9 @@ def test_merge_uses_the_dequantized_base_never_the_four_bit_one(nf4, tiny_model_
     assert read_manifest(original_dir)["base_weights"] == "original"
 
 
-def test_loading_targets_the_placement_device_with_its_compute_dtype(monkeypatch):
-    seen = {}
-    monkeypatch.setattr("ftsdk.models.loading.load_model", lambda *args, **kwargs: seen.update(kwargs))
+def test_loading_targets_the_placement_device_with_its_compute_dtype():
     adapter = plugins.create("adapter", "qlora", {})
-    adapter.load_model(None, None, Placement("cuda", torch.bfloat16), "sequence_classification")
+    seen = adapter.load_options(Placement("cuda", torch.bfloat16), "sequence_classification")
     quantization = seen["quantization_config"]
     assert seen["device_map"] == {"": "cuda"} and quantization.load_in_4bit
     assert quantization.bnb_4bit_compute_dtype == torch.bfloat16 and quantization.bnb_4bit_quant_type == "nf4"

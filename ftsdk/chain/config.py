@@ -42,11 +42,7 @@ def _check_name(name: str) -> str:
 Name = Annotated[str, Field(max_length=128), AfterValidator(_check_name)]
 
 
-class _Strict(StrictModel):
-    """A chain section: unknown keys are errors, numbers are strict (see :class:`ftsdk.plugin.settings.StrictModel`)."""
-
-
-class StepConfig(_Strict):
+class StepConfig(StrictModel):
     """What every step has: its name (how later steps refer to its output) and where the output goes."""
 
     name: Name = Field(description="The step's name; later steps refer to its output by it.")
@@ -145,7 +141,7 @@ STEP_ADAPTER: TypeAdapter[Any] = TypeAdapter(Step)
 STEP_TYPES = ("train", "merge_adapter", "merge", "quantize", "evaluate", "export")
 
 
-class ChainConfig(_Strict):
+class ChainConfig(StrictModel):
     """A whole chain."""
 
     name: str | None = Field(None, description="A name for the chain, shown in progress and manifests.")

@@ -14,8 +14,7 @@ from pathlib import Path
 from ftsdk.artifacts import child_path
 from ftsdk.chain.config import ChainConfig, StepConfig
 from ftsdk.chain.fingerprints import content_hash, fingerprint, recorded
-from ftsdk.chain.inputs import chain_inputs
-from ftsdk.chain.refs import Artifact, Context, Prepared
+from ftsdk.chain.refs import Artifact, Context, Prepared, chain_inputs
 from ftsdk.chain.steps import NOMINAL_KIND, prepare
 from ftsdk.plugin.errors import ConfigError, FtsdkError
 

@@ -1,4 +1,5 @@
-"""Artifacts (what chain inputs and steps provide) and how a step's references to them are resolved."""
+"""Artifacts (what chain inputs and steps provide), how inputs are classified without loading anything, and how a
+step's references to them are resolved."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftsdk.plugin.errors import ConfigError
+from ftsdk.plugin.errors import ConfigError, FtsdkError
 
 #: kinds of artifact that are models (what quantize, evaluate and export take)
 MODEL_KINDS = ("model", "adapter", "quantized", "gguf")
@@ -69,8 +70,6 @@ class Context:
             raise ConfigError(f"{field_name} '{reference}' is made by steps[{self.later[reference]}], which runs later",
                               hint="a step can only use the chain's inputs and the outputs of steps before it")
         if paths:
-            from ftsdk.chain.inputs import external
-
             found = external(reference, reference)
             if found is not None:
                 return found
@@ -104,3 +103,35 @@ def require_kind(artifact: Artifact, kinds: Iterable[str], field_name: str, hint
 def _a(kind: str) -> str:
     return {"adapter": "an adapter", "evaluation": "an evaluation", "export": "an export", "quantized":
             "a quantized model", "gguf": "a GGUF model", "model": "a model"}.get(kind, kind)
+
+
+def external(name: str, value: str) -> Artifact | None:
+    """The artifact ``value`` names (a folder, a .gguf file or a model alias), or None if nothing is there."""
+    from ftsdk.models.loading import ALIASES
+    from ftsdk.quantizing.run import classify_source
+
+    if value in ALIASES:
+        return Artifact(name, Path(value), "model", alias=value)
+    path = Path(value).expanduser()
+    if not path.exists():
+        return None
+    try:
+        kind = classify_source(path).kind
+    except FtsdkError:
+        return None
+    return Artifact(name, path, kind)
+
+
+def chain_inputs(inputs: dict[str, str]) -> tuple[dict[str, Artifact], list[str]]:
+    """The chain's named inputs, and one problem per input that is missing or holds no model."""
+    found: dict[str, Artifact] = {}
+    problems = []
+    for name, value in inputs.items():
+        artifact = external(name, value)
+        if artifact is None:
+            what = "does not exist" if not Path(value).exists() else "holds no model, adapter or GGUF file"
+            problems.append(f"inputs.{name}: {value} {what}")
+            continue
+        found[name] = artifact
+    return found, problems
+

@@ -23,6 +23,7 @@ from ftsdk.chain.refs import (
     Artifact,
     Context,
     Prepared,
+    external,
     require_kind,
 )
 from ftsdk.plugin.errors import ConfigError, DataError
@@ -56,8 +57,6 @@ def prepare_train(step: TrainStep, ctx: Context) -> Prepared:
         uses["model"] = model
         recipe = recipe.model_copy(update={"model": ModelSpec(**{**recipe.model.model_dump(), "name": model.reference})})
     elif Path(recipe.model.name).exists():
-        from ftsdk.chain.inputs import external
-
         found = external("model", recipe.model.name)
         if found is not None:
             uses["model"] = found

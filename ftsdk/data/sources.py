@@ -86,7 +86,7 @@ def fingerprint(source: Path | HubData) -> str:
 def _hub_rows(source: HubData) -> Iterator[tuple[Place, Any]]:
     import datasets
 
-    from ftsdk.training.trainer import quiet_datasets
+    from ftsdk.console import quiet_datasets
 
     try:
         with quiet_datasets():

@@ -22,12 +22,10 @@ from ftsdk.safe_yaml import read_yaml_mapping
 DtypeName = Literal["float32", "float16", "bfloat16", "float64"]
 
 
-class _Strict(StrictModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-
-class InputModel(_Strict):
+class InputModel(StrictModel):
     """One input: a model (or adapter) folder and its per-input options."""
+
+    model_config = ConfigDict(populate_by_name=True)
 
     model: str = Field(min_length=1, description="A local model folder (or adapter folder), or a model alias.")
     parameters: dict[str, Any] = Field(
@@ -38,8 +36,10 @@ class InputModel(_Strict):
     )
 
 
-class MergeConfig(_Strict):
+class MergeConfig(StrictModel):
     """Everything a merge needs, validated before any weight is read."""
+
+    model_config = ConfigDict(populate_by_name=True)
 
     method: str = Field(
         validation_alias=AliasChoices("method", "merge_method"),

@@ -18,8 +18,6 @@ from ftsdk.plugin.settings import StrictModel, validate_config
 
 if TYPE_CHECKING:
     from ftsdk.models.device import Placement
-    from ftsdk.models.loading import ResolvedModel
-    from ftsdk.models.spec import ModelSpec
     from ftsdk.plugin.jobs import LaunchRequest, MergeRequest, QuantizeJob, TrainJob, TrainOutcome
     from ftsdk.training.recipe import TrainingConfig
 
@@ -58,14 +56,15 @@ class Adapter(Plugin):
     #: the model heads (keys of :data:`ftsdk.models.loading.HEADS`) it can wrap, train and save
     heads: ClassVar[tuple[str, ...]] = ("causal_lm",)
 
-    def load_model(self, resolved: ResolvedModel, spec: ModelSpec, placement: Placement, head: str) -> Any:
-        """Load the base model with the objective's ``head``; override to load differently (QLoRA: 4 bits)."""
-        from ftsdk.models.loading import load_model
+    def load_options(self, placement: Placement, head: str) -> dict[str, Any]:
+        """Extra ``from_pretrained`` arguments for the base the core loads with the objective's ``head``.
 
-        return load_model(resolved, spec, placement, head=head)
+        Override to load differently: QLoRA returns a 4-bit ``quantization_config`` and a ``device_map``.
+        """
+        return {}
 
     def weight_bytes(self, model: Any, placement: Placement) -> int:
-        """Bytes the base weights take once :meth:`load_model` has loaded them (``ftsdk estimate`` asks).
+        """Bytes the base weights take once loaded with :meth:`load_options` (``ftsdk estimate`` asks).
 
         ``model`` is built on the meta device at ``placement.dtype``; override when loading changes precision.
         """

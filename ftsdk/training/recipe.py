@@ -21,11 +21,7 @@ MAX_STEPS = 1_000_000_000
 MAX_SEED = 2**32 - 1
 
 
-class _Strict(StrictModel):
-    """A recipe section: unknown keys are errors, numbers are strict (see :class:`ftsdk.plugin.settings.StrictModel`)."""
-
-
-class TrainingConfig(_Strict):
+class TrainingConfig(StrictModel):
     """Hyperparameters shared by every objective."""
 
     epochs: float = Field(1.0, gt=0, le=100, description="Passes over the training data.")
@@ -146,7 +142,7 @@ class TrainingConfig(_Strict):
         return self
 
 
-class DataSpec(_Strict):
+class DataSpec(StrictModel):
     """Where the training data lives."""
 
     train: Path | HubData = Field(
@@ -159,7 +155,7 @@ class DataSpec(_Strict):
     )
 
 
-class Recipe(_Strict):
+class Recipe(StrictModel):
     """A whole training run, as written in a YAML recipe for ``ftsdk train``."""
 
     model: ModelSpec = Field(default_factory=ModelSpec, description="The base model.")

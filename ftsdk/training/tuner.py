@@ -26,7 +26,7 @@ from ftsdk.data.formats import Conversation
 from ftsdk.data.loading import DataSet, load_dataset
 from ftsdk.data.sources import Source
 from ftsdk.models.device import ThreadChoice, choose_threads, torch_threads
-from ftsdk.models.loading import ALIASES, DEFAULT_MODEL, ResolvedModel, load_tokenizer, resolve
+from ftsdk.models.loading import ALIASES, DEFAULT_MODEL, ResolvedModel, load_model, load_tokenizer, resolve
 from ftsdk.models.spec import ModelSpec
 from ftsdk.plugin.errors import ConfigError
 from ftsdk.plugin.kinds import Adapter, Objective
@@ -423,7 +423,9 @@ class Tuner:
         if self.chat_template is not None:
             self.tokenizer.chat_template = self.chat_template  # saved with the output's tokenizer
         head = self.objective.model_head
-        loaded = self.adapter.load_model(self._resolved, self.model_spec, self._placement(), head)
+        placement = self._placement()
+        loaded = load_model(self._resolved, self.model_spec, placement, head=head,
+                            **self.adapter.load_options(placement, head))
         self.model = self.objective.prepare_model(loaded)
         return self.model, self.tokenizer
 

@@ -11,8 +11,6 @@ from ftsdk_plugins.adapters.lora import LoraAdapter, LoraConfig
 
 if TYPE_CHECKING:
     from ftsdk.models.device import Placement
-    from ftsdk.models.loading import ResolvedModel
-    from ftsdk.models.spec import ModelSpec
 
 #: options that only 4-bit loading reads
 FOUR_BIT_OPTIONS = ("quant_type", "double_quant", "compute_dtype")
@@ -88,18 +86,9 @@ class QloraAdapter(LoraAdapter):
             bnb_4bit_compute_dtype=placement.dtype if compute == "auto" else getattr(torch, compute),
         )
 
-    def load_model(self, resolved: ResolvedModel, spec: ModelSpec, placement: Placement, head: str) -> Any:
+    def load_options(self, placement: Placement, head: str) -> dict[str, Any]:
         """Load the base quantized, straight onto the placement's device (bitsandbytes' kernels for it)."""
-        from ftsdk.models.loading import load_model
-
-        return load_model(
-            resolved,
-            spec,
-            placement,
-            head=head,
-            quantization_config=self.quantization_config(placement, head),
-            device_map={"": placement.device},
-        )
+        return {"quantization_config": self.quantization_config(placement, head), "device_map": {"": placement.device}}
 
     def wrap(self, model: Any) -> Any:
         """Freeze the base, upcast its unquantized weights (norms, embeddings) to float32, add LoRA."""

@@ -7,9 +7,10 @@ from abc import abstractmethod
 from typing import Any, ClassVar
 
 from ftsdk import Adapter, Objective
+from ftsdk.console import quiet_datasets
 from ftsdk.plugin.errors import ConfigError
 from ftsdk.plugin.jobs import TrainJob, TrainOutcome
-from ftsdk.training.trainer import quiet_datasets, run_trainer, trainer_arguments
+from ftsdk.training.trainer import run_trainer, trainer_arguments
 
 #: the keys of a row that hold the model's replies (wrapped as assistant turns in chat form)
 REPLY_KEYS = ("chosen", "rejected", "completion")

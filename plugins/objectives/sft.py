@@ -7,10 +7,11 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from ftsdk import Objective, PluginConfig, hookimpl
+from ftsdk.console import quiet_datasets
 from ftsdk.plugin.errors import DataError
 from ftsdk.plugin.jobs import TrainJob, TrainOutcome
 from ftsdk.training.replay import ReplayOptions
-from ftsdk.training.trainer import quiet_datasets, run_trainer, trainer_arguments
+from ftsdk.training.trainer import run_trainer, trainer_arguments
 
 
 class SftConfig(PluginConfig):

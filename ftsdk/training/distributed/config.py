@@ -6,12 +6,12 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ftsdk.plugin.kinds import PluginConfig
+from ftsdk.plugin.settings import StrictModel
 
 Strategy = Literal["ddp", "fsdp2", "deepspeed_zero2", "deepspeed_zero3"]
 
 
-class DistributedConfig(PluginConfig):
+class DistributedConfig(StrictModel):
     """Data-parallel training over several processes (one per GPU, or several on one CPU machine).
 
     Every process holds the model (or, with fsdp2 and ZeRO-3, a shard of it) and trains on its own
