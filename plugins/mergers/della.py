@@ -6,8 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ftsdk import hookimpl
-from ftsdk.plugin.errors import ConfigError
+from ftsdk import ConfigError, hookimpl
 from ftsdk_plugins.mergers.params import Fraction
 from ftsdk_plugins.mergers.task_arithmetic import (
     RandomOptions,

@@ -7,9 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from ftsdk import PluginConfig, hookimpl
-from ftsdk.merging.engine import TensorJob, TensorMerger
-from ftsdk.plugin.errors import ConfigError
+from ftsdk import ConfigError, PluginConfig, TensorJob, TensorMerger, hookimpl
 from ftsdk_plugins.mergers.params import WEIGHT, Weight
 
 if TYPE_CHECKING:

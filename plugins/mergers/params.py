@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from ftsdk.plugin.per_layer import Setting, SettingOf
+from ftsdk import Setting, SettingOf
 
 #: an input's weight: required (None means "not given"); any sign; may vary by layer or tensor name
 Weight = Annotated[Setting | None, SettingOf()]

@@ -6,9 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
 
-from ftsdk import PluginConfig, hookimpl
-from ftsdk.merging.engine import TensorJob, TensorMerger
-from ftsdk.plugin.per_layer import Setting, SettingOf
+from ftsdk import PluginConfig, Setting, SettingOf, TensorJob, TensorMerger, hookimpl
 
 if TYPE_CHECKING:
     import torch

@@ -14,9 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import Field
 
-from ftsdk import PluginConfig, hookimpl
-from ftsdk.merging.engine import TensorJob, TensorMerger
-from ftsdk.plugin.per_layer import Setting, SettingOf
+from ftsdk import PluginConfig, Setting, SettingOf, TensorJob, TensorMerger, hookimpl
 from ftsdk_plugins.mergers.params import WEIGHT, Density, Weight
 from ftsdk_plugins.mergers.sparsify import SPARSIFIERS, Sparsifier
 
