@@ -1,8 +1,10 @@
 """Output folders written atomically and safely, and the ``ftsdk.json`` manifest beside every output.
 
-Every writer of an output goes through :func:`claim_output` / :func:`atomic_output_dir`: one lock per
-output (:mod:`ftsdk.locks`), the leftovers of killed writers cleaned, overlaps with the inputs refused, and
-the new folder swapped in only once complete.
+Every command that writes an output folder goes through :func:`write_output` (claimed early with
+:func:`claim_output` when expensive work comes first): one lock per output (:mod:`ftsdk.locks`), the
+leftovers of killed writers cleaned, overlaps with the inputs refused, the new folder swapped in only once
+complete, and a manifest whose common fields (kind, ftsdk version, created, library versions) are written
+here; each command adds only its own facts (and its model card).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import re
 import shutil
 import sys
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,11 @@ from ftsdk.locks import hold_lock, lock_file_for
 from ftsdk.plugin.errors import ConfigError, OutputExistsError
 
 MANIFEST_NAME = "ftsdk.json"
+#: the distributions whose installed versions every manifest (and a checkpoint's fingerprint) records
+LIBRARIES = ("ftsdk", "torch", "safetensors", "transformers", "tokenizers", "datasets", "peft", "trl", "accelerate",
+             "deepspeed", "bitsandbytes", "gguf", "llama_cpp_python", "gptqmodel", "autoawq", "rouge-score",
+             "jsonschema")
+Inputs = Iterable[tuple[str, "str | Path | None"]]
 
 
 def check_output_dir(target: str | Path, overwrite: bool) -> Path:
@@ -236,11 +245,68 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
 
 
 def library_versions(*names: str) -> dict[str, str]:
-    """Installed versions of the named distributions (those not installed are left out)."""
+    """Installed versions of the named distributions (default :data:`LIBRARIES`; those not installed are left out)."""
     import importlib.metadata as metadata
 
     versions = {}
-    for name in names:
+    for name in names or LIBRARIES:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
     return versions
+
+
+def manifest_header(kind: str, created: datetime | None = None) -> dict[str, Any]:
+    """The fields every manifest starts with: ftsdk's version, when it was created (default now), what it holds."""
+    from ftsdk import __version__
+
+    when = created or datetime.now(timezone.utc)
+    return {"ftsdk_version": __version__, "created": when.isoformat(timespec="seconds"), "kind": kind}
+
+
+def producer(kind: str, plugin: Any, **dump: Any) -> dict[str, Any]:
+    """The manifest's record of the ``kind`` plugin that produced an output: name, distribution, version, config."""
+    from ftsdk.plugin import registry
+
+    info = registry.get(kind, plugin.name)
+    return {"name": plugin.name, "distribution": info.distribution, "version": info.version,
+            "config": plugin.config.model_dump(mode="json", **dump)}
+
+
+@dataclass
+class Output:
+    """An output being written by :func:`write_output`: write files into ``folder``, facts into ``manifest``."""
+
+    #: the temporary folder that becomes ``target`` once the block succeeds
+    folder: Path
+    target: Path
+    #: the manifest: :func:`manifest_header` and library versions; each command adds its facts; written at the end
+    manifest: dict[str, Any]
+    #: renders ``README.md`` (the model card) from the finished manifest; None writes none
+    card: Callable[[dict[str, Any]], str] | None = None
+
+    def plot_losses(self, log_history: list[dict[str, Any]], title: str) -> None:
+        """Draw ``loss.png`` from a trainer's log history; record it in the manifest (None when nothing was logged)."""
+        from ftsdk.training.report import plot_losses
+
+        plotted = plot_losses(log_history, self.folder / "loss.png", title=title)
+        self.manifest["loss_plot"] = "loss.png" if plotted is not None else None
+
+
+@contextlib.contextmanager
+def write_output(
+    target: str | Path, *, kind: str, overwrite: bool = False, inputs: Inputs = (),
+    card: Callable[[dict[str, Any]], str] | None = None, created: datetime | None = None, libraries: bool = True,
+) -> Iterator[Output]:
+    """Write an output folder atomically (:func:`atomic_output_dir`): yield an :class:`Output` to fill.
+
+    The manifest starts with :func:`manifest_header` and the installed :data:`LIBRARIES` (unless
+    ``libraries=False``). When the block succeeds it is written as ``ftsdk.json``, the model card ``card``
+    renders (if any) becomes ``README.md``, and the folder is swapped in; on error nothing is left at ``target``.
+    """
+    with atomic_output_dir(target, overwrite=overwrite, inputs=inputs) as tmp:
+        manifest = manifest_header(kind, created) | ({"libraries": library_versions()} if libraries else {})
+        output = Output(tmp, Path(target), manifest, card)
+        yield output
+        write_manifest(tmp, output.manifest)
+        if output.card is not None:
+            (tmp / "README.md").write_text(output.card(output.manifest), encoding="utf-8")

@@ -10,12 +10,10 @@ import gc
 import importlib.util
 import json
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ftsdk import __version__
-from ftsdk.artifacts import library_versions, read_manifest, write_manifest
+from ftsdk.artifacts import library_versions, manifest_header, read_manifest, write_manifest
 from ftsdk.chain.refs import Artifact
 from ftsdk.plugin.errors import ConfigError, PluginUnavailableError
 from ftsdk.quantizing.calibration import TextsConfig, select_texts
@@ -23,7 +21,6 @@ from ftsdk.quantizing.calibration import TextsConfig, select_texts
 if TYPE_CHECKING:
     from ftsdk.chain.config import EvaluateStep
 
-LIBRARIES = ("ftsdk", "torch", "transformers", "peft", "bitsandbytes", "llama_cpp_python")
 
 
 def check_evaluation(models: dict[str, Artifact], reference: Artifact, texts: TextsConfig) -> None:
@@ -98,14 +95,12 @@ def run_evaluation(models: dict[str, Artifact], reference: str, step: EvaluateSt
     for entry in scores.values():
         entry["vs_reference"] = round(entry["perplexity"] / base - 1, 6)
     manifest = {
-        "ftsdk_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "kind": "evaluation",
+        **manifest_header("evaluation"),
         "metric": "perplexity",
         "reference": reference,
         "texts": step.texts.record() | {"used": len(sequences), "tokens": sum(len(s) for s in sequences)},
         "results": scores,
-        "libraries": library_versions(*LIBRARIES),
+        "libraries": library_versions(),
         "evaluate_seconds": round(time.perf_counter() - started, 2),
     }
     write_manifest(folder, manifest)

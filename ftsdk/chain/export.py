@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ftsdk import __version__
-from ftsdk.artifacts import MANIFEST_NAME, child_path, read_manifest, sha256_file, write_manifest
+from ftsdk.artifacts import MANIFEST_NAME, child_path, manifest_header, read_manifest, sha256_file, write_manifest
 from ftsdk.chain.refs import Artifact
 from ftsdk.quantizing.run import human_size
 
@@ -58,9 +57,7 @@ def export_artifacts(artifacts: dict[str, Artifact], evaluations: dict[str, Arti
             "usage": _usage(name, artifact, folder),
         }
     manifest = {
-        "ftsdk_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "kind": "export",
+        **manifest_header("export"),
         "artifacts": shipped,
         "evaluations": {name: read_manifest(a.path)["results"] for name, a in evaluations.items()},
     }

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ftsdk.artifacts import atomic_output_dir, sha256_file, write_manifest
+from ftsdk.artifacts import sha256_file, write_output
 from ftsdk.data.duplicates import exact_groups, near_groups
 from ftsdk.data.loading import DataSet, load_dataset
 from ftsdk.data.pii import find_pii, redact
@@ -237,7 +237,8 @@ def prepare(path: Source | Mapping[str, Any], output_dir: str | Path, task: str 
                                groups=[g for g in groups if len(g) > 1])
     files: dict[str, Path] = {}
     target = Path(output_dir)
-    with atomic_output_dir(target, overwrite=overwrite) as tmp:
+    with write_output(target, kind="data", overwrite=overwrite) as out:
+        tmp = out.folder
         for name, indices in assignment.items():
             rows = [data.raw[keep[k]] for k in indices]
             if opts.redact_pii:
@@ -252,7 +253,7 @@ def prepare(path: Source | Mapping[str, Any], output_dir: str | Path, task: str 
         (tmp / "report.json").write_text(json.dumps({"report": report.as_dict(), "removed": removed}, indent=1),
                                          encoding="utf-8")
         (tmp / "report.md").write_text(report_markdown(report, removed, summary["splits"]), encoding="utf-8")
-        write_manifest(tmp, {"kind": "data", **summary})
+        out.manifest.update(summary)
     return PreparedData(target, files, removed, report)
 
 

@@ -42,15 +42,16 @@ def _figure(path: Path | None, caption: str) -> Figure | None:
 def write_eval_report(comparison: Comparison, output_dir: str | Path, *, overwrite: bool = False,
                       worst: int = 5) -> Path:
     """Write the comparison's report, figures, ``results.json`` and manifest atomically into ``output_dir``."""
-    from ftsdk.artifacts import atomic_output_dir, write_manifest
+    from ftsdk.artifacts import write_output
 
     target = Path(output_dir)
-    with atomic_output_dir(target, overwrite=overwrite) as tmp:
-        (tmp / FIGURES).mkdir()
-        document = eval_document(comparison, tmp, worst=worst)
-        _write(document, tmp)
-        (tmp / "results.json").write_text(json.dumps(comparison.as_dict(), indent=1, default=str), encoding="utf-8")
-        write_manifest(tmp, {**comparison.manifest, "report": "report.html"})
+    with write_output(target, kind="evaluation", overwrite=overwrite, libraries=False) as out:
+        (out.folder / FIGURES).mkdir()
+        document = eval_document(comparison, out.folder, worst=worst)
+        _write(document, out.folder)
+        (out.folder / "results.json").write_text(json.dumps(comparison.as_dict(), indent=1, default=str),
+                                                 encoding="utf-8")
+        out.manifest = {**comparison.manifest, "report": "report.html"}  # the evaluation's own (see run.py)
     return target
 
 

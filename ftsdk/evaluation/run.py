@@ -257,18 +257,14 @@ def _last_user(prompt: Conversation) -> str:
 
 
 def _manifest(config: EvalConfig, plan: _Plan, started: datetime) -> dict[str, Any]:
-    from ftsdk import __version__
-    from ftsdk.artifacts import library_versions, sha256_file
+    from ftsdk.artifacts import library_versions, manifest_header, sha256_file
 
     return {
-        "kind": "evaluation",
-        "ftsdk_version": __version__,
-        "created": started.isoformat(timespec="seconds"),
+        **manifest_header("evaluation", started),
         "config": config.model_dump(mode="json"),
         "data": {"path": str(config.data), "sha256": sha256_file(config.data), "rows": len(plan.prompts)},
         "task": plan.task,
         "labels": plan.labels,
-        "libraries": library_versions("ftsdk", "torch", "transformers", "peft", "llama_cpp_python", "rouge-score",
-                                      "jsonschema"),
+        "libraries": library_versions(),
     }
 

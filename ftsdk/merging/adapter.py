@@ -8,25 +8,21 @@ the unquantized checkpoint instead.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from ftsdk import __version__, plugins
+from ftsdk import plugins
 from ftsdk.artifacts import (
     MANIFEST_NAME,
-    atomic_output_dir,
     claim_output,
-    library_versions,
     read_manifest,
     sha256_file,
-    write_manifest,
+    write_output,
 )
 from ftsdk.models.loading import recorded_spec
 from ftsdk.models.spec import ModelSpec
 from ftsdk.plugin.errors import ConfigError
 
-LIBRARIES = ("ftsdk", "torch", "transformers", "peft", "bitsandbytes")
 #: PEFT task types and the model head (a key of :data:`ftsdk.models.loading.HEADS`) that loads their base
 HEAD_OF_TASK = {"SEQ_CLS": "sequence_classification"}
 BaseWeights = Literal["as_trained", "original"]
@@ -66,11 +62,10 @@ def merge_adapter(
     inputs = [("adapter", adapter_dir), ("base model", spec.name)]
     with claim_output(output_dir, overwrite=overwrite, inputs=inputs) as output:
         merged, tokenizer, record = _merged(adapter_dir, manifest, trained, adapter, spec, peft_config, base_weights)
-        with atomic_output_dir(output, overwrite=overwrite) as tmp:
-            merged.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            write_manifest(tmp, record)
-            (tmp / "README.md").write_text(_model_card(record), encoding="utf-8")
+        with write_output(output, kind="model", overwrite=overwrite, card=_model_card) as out:
+            merged.save_pretrained(out.folder)
+            tokenizer.save_pretrained(out.folder)
+            out.manifest.update(record)
     return output
 
 
@@ -78,7 +73,7 @@ def _merged(
     adapter_dir: Path, manifest: dict[str, Any] | None, trained: dict[str, Any] | None, adapter: Any,
     spec: ModelSpec, peft_config: Any, base_weights: BaseWeights,
 ) -> tuple[Any, Any, dict[str, Any]]:
-    """Load the base, merge the adapter into it; the merged model, its tokenizer and the output's manifest."""
+    """Load the base, merge the adapter into it; the merged model, its tokenizer and the output's own manifest fields."""
     from ftsdk.models.device import choose_placement
     from ftsdk.models.loading import load_model, load_tokenizer, resolve
     from ftsdk.models.peft_wrapping import load_adapter
@@ -105,9 +100,6 @@ def _merged(
     else:
         tokenizer = load_tokenizer(resolved, spec)
     record = {
-        "ftsdk_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "kind": "model",
         "merged_adapter": {
             "adapter_dir": str(adapter_dir.resolve()),
             "peft_type": _method(peft_config),
@@ -118,7 +110,6 @@ def _merged(
         "base_weights": "dequantized" if dequantized else base_weights,
         "placement": {"device": placement.device, "dtype": placement.dtype_name},
         "tokenizer_from": "adapter folder" if from_adapter else "base model",
-        "libraries": library_versions(*LIBRARIES),
     }
     return merged, tokenizer, record
 

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ftsdk import __version__, plugins
-from ftsdk.artifacts import atomic_output_dir, check_output_dir, claim_output, library_versions, write_manifest
+from ftsdk.artifacts import check_output_dir, claim_output, producer, write_output
 from ftsdk.merging.config import MergeConfig, load_merge_config
 from ftsdk.merging.request import build_request
 from ftsdk.plugin.errors import ConfigError
 from ftsdk.plugin.kinds import Merger
-
-LIBRARIES = ("ftsdk", "torch", "safetensors", "transformers", "peft")
 
 
 def merge(
@@ -43,31 +39,19 @@ def merge(
     with claim_output(target, overwrite=replace, inputs=inputs):
         prepared = merger.prepare(request)
         started = time.perf_counter()
-        with atomic_output_dir(target, overwrite=replace) as folder:
-            facts = prepared.run(folder)
-            manifest = _manifest(merger, merge_config, prepared.produces, facts, time.perf_counter() - started)
-            write_manifest(folder, manifest)
-            (folder / "README.md").write_text(_model_card(manifest, merge_config), encoding="utf-8")
+        with write_output(target, kind=prepared.produces, overwrite=replace,
+                          card=lambda manifest: _model_card(manifest, merge_config)) as out:
+            facts = prepared.run(out.folder)
+            out.manifest.update(_facts(merger, merge_config, facts, time.perf_counter() - started))
     return target
 
 
-def _manifest(
-    merger: Merger, config: MergeConfig, produces: str, facts: dict[str, Any], seconds: float
-) -> dict[str, Any]:
-    info = plugins.get("merger", merger.name)
+def _facts(merger: Merger, config: MergeConfig, facts: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """The merged output's own manifest fields."""
     return {
-        "ftsdk_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "kind": produces,
-        "merger": {
-            "name": merger.name,
-            "distribution": info.distribution,
-            "version": info.version,
-            "config": merger.config.model_dump(mode="json", by_alias=True),
-        },
+        "merger": producer("merger", merger, by_alias=True),
         **facts,
         "merge_config": config.model_dump(mode="json", exclude={"output", "overwrite"}),
-        "libraries": library_versions(*LIBRARIES),
         "merge_seconds": round(seconds, 2),
     }
 

@@ -11,19 +11,17 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, cast
 
-from ftsdk import __version__, plugins
+from ftsdk import plugins
 from ftsdk.artifacts import (
     MANIFEST_NAME,
-    atomic_output_dir,
     claim_output,
-    library_versions,
+    producer,
     read_manifest,
     sha256_file,
-    write_manifest,
+    write_output,
 )
 from ftsdk.plugin.errors import ConfigError, ModelLoadError
 from ftsdk.plugin.jobs import QuantizeJob
@@ -31,7 +29,6 @@ from ftsdk.plugin.kinds import PluginConfig, Quantizer
 from ftsdk.plugin.settings import validate_config
 from ftsdk.quantizing.calibration import BUILTIN, TextsConfig, select_texts
 
-LIBRARIES = ("ftsdk", "torch", "transformers", "bitsandbytes", "gguf", "llama_cpp_python", "gptqmodel", "autoawq")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 #: warnings printed at most; the manifest keeps them all
 MAX_PRINTED_WARNINGS = 10
@@ -132,12 +129,11 @@ def quantize(
         quantizer.check(found.path, found.kind)
         started = time.perf_counter()
         calibration_texts = _calibration(found, texts) if quantizer.uses_calibration else None
-        with atomic_output_dir(target, overwrite=overwrite) as folder:
-            facts = dict(quantizer.quantize(QuantizeJob(found.path, found.kind, folder, calibration_texts)))
-            manifest = _manifest(quantizer, found, folder, facts, texts if calibration_texts else None,
-                                 time.perf_counter() - started)
-            write_manifest(folder, manifest)
-            (folder / "README.md").write_text(_model_card(manifest), encoding="utf-8")
+        with write_output(target, kind=quantizer.produces, overwrite=overwrite, card=_model_card) as out:
+            facts = dict(quantizer.quantize(QuantizeJob(found.path, found.kind, out.folder, calibration_texts)))
+            manifest = out.manifest
+            manifest.update(_facts(quantizer, found, out.folder, facts, texts if calibration_texts else None,
+                                   time.perf_counter() - started))
     shown = manifest["warnings"][:MAX_PRINTED_WARNINGS]
     for warning in shown:
         print(f"warning: {warning}")
@@ -165,17 +161,13 @@ def file_sizes(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _manifest(quantizer: Quantizer, found: Source, folder: Path, facts: dict[str, Any],
-              calibration: TextsConfig | None, seconds: float) -> dict[str, Any]:
-    info = plugins.get("quantizer", quantizer.name)
+def _facts(quantizer: Quantizer, found: Source, folder: Path, facts: dict[str, Any],
+           calibration: TextsConfig | None, seconds: float) -> dict[str, Any]:
+    """The quantized output's own manifest fields."""
     sizes = file_sizes(folder)
     source_sizes = file_sizes(found.path)
     return {
-        "ftsdk_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "kind": quantizer.produces,
-        "quantizer": {"name": quantizer.name, "distribution": info.distribution, "version": info.version,
-                      "config": quantizer.config.model_dump(mode="json")},
+        "quantizer": producer("quantizer", quantizer),
         "source": {"path": str(found.path.resolve()), "kind": found.kind, "weights_sha256": weight_hashes(found.path),
                    "manifest": found.manifest},
         "calibration": calibration.record() if calibration else None,
@@ -185,7 +177,6 @@ def _manifest(quantizer: Quantizer, found: Source, folder: Path, facts: dict[str
         "warnings": [str(w) for w in facts.pop("warnings", [])],
         "quality": facts.pop("quality", {}),
         "facts": {k: v for k, v in facts.items() if k != "files"},
-        "libraries": library_versions(*LIBRARIES),
         "quantize_seconds": round(seconds, 2),
     }
 
