@@ -144,6 +144,25 @@ def final_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
     return metrics
 
 
+def check_trained(outcome: Any, objective: str) -> TrainOutcome:
+    """Refuse what an objective's ``train`` returned unless it is a TrainOutcome whose log reports a training step.
+
+    An objective that returns without training would otherwise be saved as a trained model ("trained in 0s").
+    """
+    from ftsdk.plugin.errors import PluginError
+
+    if not isinstance(outcome, TrainOutcome):
+        raise PluginError(f"objective '{objective}' returned {type(outcome).__name__} from train(), not a TrainOutcome",
+                          hint="return ftsdk.run_trainer(trainer), or ftsdk.TrainOutcome(metrics, log_history)")
+    steps = [entry.get("step") for entry in outcome.log_history]
+    if not any(isinstance(step, int) and step > 0 for step in steps):
+        raise PluginError(f"objective '{objective}' reported no training step: its log_history has no entry with "
+                          "a step above 0, so nothing was trained",
+                          hint="train the model in train() and return ftsdk.run_trainer(trainer) (or a TrainOutcome "
+                          "whose log_history holds the Trainer's state.log_history)")
+    return outcome
+
+
 def run_trainer(trainer: Any) -> TrainOutcome:
     """Train a ``transformers.Trainer`` quietly (ftsdk's bar replaces its printing) and collect the outcome."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback

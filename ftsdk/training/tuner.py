@@ -287,7 +287,9 @@ class Tuner:
                 resume_from=start.path if start else None,
                 run_name=tracking.run_name if tracking else None,
             )
-            outcome = self.objective.train(job)
+            from ftsdk.training.trainer import check_trained
+
+            outcome = check_trained(self.objective.train(job), self.objective.name)
             seconds = time.perf_counter() - started
             with full_parameters(model, world.is_main):  # every process gathers; the main one writes
                 if world.is_main:
