@@ -148,11 +148,13 @@ def check(path: Source | Mapping[str, Any], task: str = "sft", *, tokenizer: Any
           columns: Mapping[str, str] | None = None) -> DataReport:
     """Validate a data file, folder or ``datasets`` source; report its statistics and every problem, by line."""
     data = load_dataset(path, task, columns=columns)
-    return _analyse(data, tokenizer, max_length, near_threshold, min_output_chars)
+    return analyse(data, tokenizer, max_length=max_length, near_threshold=near_threshold,
+                   min_output_chars=min_output_chars)
 
 
-def _analyse(data: DataSet, tokenizer: Any, max_length: int | None, near_threshold: float,
-             min_output_chars: int) -> DataReport:
+def analyse(data: DataSet, tokenizer: Any = None, *, max_length: int | None = None, near_threshold: float = 0.8,
+            min_output_chars: int = 1) -> DataReport:
+    """:func:`check` of data already loaded (e.g. what a fit trained on): statistics and problems, by line."""
     inputs, outputs = zip(*(row_texts(e) for e in data.examples)) if data.examples else ((), ())
     lines = data.lines
     stats, too_long = _stats(data, list(outputs), tokenizer, max_length)
@@ -224,7 +226,8 @@ def prepare(path: Source | Mapping[str, Any], output_dir: str | Path, task: str 
         raise ConfigError("max_length filtering needs a tokenizer", hint="pass --model (or tokenizer=)")
     check_output_dir(output_dir, overwrite)
     data = load_dataset(path, task, columns=columns)
-    report = _analyse(data, tokenizer, opts.max_length, opts.near_threshold, opts.min_output_chars)
+    report = analyse(data, tokenizer, max_length=opts.max_length, near_threshold=opts.near_threshold,
+                     min_output_chars=opts.min_output_chars)
     removed = _removals(report, opts)
     dropped = {line for lines in removed.values() for line in lines}
     keep = [i for i, line in enumerate(data.lines) if line not in dropped]

@@ -183,21 +183,27 @@ def _data_blocks(data: dict[str, Any]) -> list[Paragraph | Table]:
 # -- training --------------------------------------------------------------------------------------
 
 
-def data_stats(path: Any, tokenizer: Any = None, task: str = "sft", columns: Any = None) -> dict[str, Any]:
-    """What ``ftsdk data check`` says about a data source of ``task`` (token counts too, given a ``tokenizer``)."""
-    from ftsdk.data.curate import check
+def data_stats(data: Any, tokenizer: Any = None, task: str = "sft", columns: Any = None) -> dict[str, Any]:
+    """What ``ftsdk data check`` says about a data source of ``task``, or a loaded :class:`ftsdk.data.loading.DataSet`
+    (read again from nothing); token counts too, given a ``tokenizer``."""
+    from ftsdk.data.curate import analyse, check
+    from ftsdk.data.loading import DataSet
 
-    report = check(path, task, tokenizer=tokenizer, columns=columns)
-    return {"path": str(path), "rows": report.rows, "format": report.format, "sha256": report.sha256,
+    loaded = isinstance(data, DataSet)
+    report = analyse(data, tokenizer) if loaded else check(data, task, tokenizer=tokenizer, columns=columns)
+    return {"path": str(data.path if loaded else data), "rows": report.rows, "format": report.format, "sha256": report.sha256,
             "stats": report.stats, "exact_duplicate_groups": len(report.exact_duplicates),
             "near_duplicate_groups": len(report.near_duplicates), "contradictions": len(report.contradictions),
             "pii_rows": {kind: len(lines) for kind, lines in report.pii.items()}}
 
 
-def write_training_report(folder: Path, manifest: dict[str, Any], tokenizer: Any = None, task: str = "sft") -> None:
+def write_training_report(folder: Path, manifest: dict[str, Any], checks: dict[str, Any] | None = None, *,
+                          tokenizer: Any = None, task: str = "sft") -> None:
     """``report.html`` and ``report.md`` of a training run, into its (not yet renamed) output ``folder``.
 
-    The loss curves are the run's ``loss.png`` (train and eval loss); data statistics come from ``ftsdk data check``.
+    The loss curves are the run's ``loss.png`` (train and eval loss). The data statistics are ``checks``
+    (:func:`data_stats` by split: ``Tuner.fit`` passes those of the data it trained on); without them, the data
+    files the manifest names are checked now (a report for a finished run's folder).
     """
     doc = Document(f"Training run: {manifest['adapter']['name']} + {manifest['objective']['name']} on "
                    f"{manifest['base_model']['reference']}")
@@ -212,8 +218,9 @@ def write_training_report(folder: Path, manifest: dict[str, Any], tokenizer: Any
             Table(["metric", "value"], [[k, f"{v:.4g}"] for k, v in sorted(manifest["metrics"].items())]))
     for split, info in manifest["data"].items():
         if info:
-            source = info.get("hub") or Path(info["path"])
-            doc.add(Heading(f"Data: {split}"), *_data_blocks(data_stats(source, tokenizer, task, info.get("columns"))))
+            stats = (checks or {}).get(split) or data_stats(info.get("hub") or Path(info["path"]), tokenizer, task,
+                                                            info.get("columns"))
+            doc.add(Heading(f"Data: {split}"), *_data_blocks(stats))
     doc.add(Heading("Settings"), Table(["setting", "value"],
                                        [[k, str(v)] for k, v in manifest["training"].items() if v is not None]))
     doc.add(Heading("Manifest"), Code(json.dumps(manifest, indent=1, default=str), "ftsdk.json"))

@@ -8,19 +8,19 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ftsdk import __version__, plugins
+from ftsdk import plugins
 from ftsdk.artifacts import (
-    atomic_output_dir,
     check_output_dir,
     claim_output,
     library_versions,
+    manifest_header,
+    producer,
     read_manifest,
-    write_manifest,
+    write_output,
 )
 from ftsdk.data.formats import Conversation
 from ftsdk.data.loading import DataSet, load_dataset
@@ -38,18 +38,66 @@ from ftsdk.training.trainer import mixed_precision
 if TYPE_CHECKING:
     from ftsdk.evaluation.results import Comparison
 
-LIBRARIES = ("ftsdk", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "tokenizers")
 Prompt = str | Conversation
 
 
 @dataclass
 class FitResult:
-    """What :meth:`Tuner.fit` produced."""
+    """What :meth:`Tuner.fit` produced, and what to do with it next::
+
+        result = tuner.fit("train.jsonl", output_dir="runs/first")
+        result.generate("Where is my order #LM-1234?")      # the tuned model replies
+        result.evaluate("val.jsonl")                         # base vs tuned report, into runs/first/eval
+        result.merge("runs/first-merged")                    # the adapter merged into its base: a plain model
+        tuner = result.reload()                              # Tuner.load of runs/first
+
+    ``generate`` and ``evaluate`` use the tuner that trained it while that tuner still holds this fit's model,
+    else the folder reloaded; ``merge`` is :func:`ftsdk.merging.adapter.merge_adapter`.
+    """
 
     output_dir: Path
     metrics: dict[str, float]
     manifest: dict[str, Any]
     log_history: list[dict[str, Any]]
+    #: what ``ftsdk data check`` found in the data trained on, by split (the training report shows it)
+    data_checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tuner: Tuner | None = field(default=None, repr=False, compare=False)
+
+    def generate(self, prompts: Prompt | list[Prompt], **options: Any) -> str | list[str]:
+        """Reply with the tuned model: :meth:`Tuner.generate` (max_new_tokens, temperature, batch_size)."""
+        return self._tuned().generate(prompts, **options)
+
+    def evaluate(self, data: str | Path, **options: Any) -> Comparison:
+        """Compare the base and the tuned model on held-out ``data``: :meth:`Tuner.evaluate`."""
+        return self._tuned().evaluate(data, **options)
+
+    def merge(self, output_dir: str | Path, **options: Any) -> Path:
+        """Merge the trained adapter into its base model, written to ``output_dir``; see
+        :func:`ftsdk.merging.adapter.merge_adapter` for ``options`` (dtype, base_weights, overwrite, ...)."""
+        from ftsdk.merging.adapter import merge_adapter
+
+        return merge_adapter(self.output_dir, output_dir, **options)
+
+    def reload(self, *, trust_remote_code: bool = False) -> Tuner:
+        """A fresh :class:`Tuner` with this output loaded (:meth:`Tuner.load`)."""
+        return Tuner.load(self.output_dir, trust_remote_code=trust_remote_code)
+
+    def _tuned(self) -> Tuner:
+        if self.tuner is None or self.tuner.model is None or self.tuner.output_dir != self.output_dir:
+            self.tuner = self.reload()
+        return self.tuner
+
+
+@dataclass
+class _Trained:
+    """A finished training run, before it is saved."""
+
+    model: Any
+    tokenizer: Any
+    outcome: Any
+    train_set: DataSet
+    eval_set: DataSet | None
+    seconds: float
 
 
 class Tuner:
@@ -74,19 +122,34 @@ class Tuner:
         distributed: DistributedConfig | Mapping[str, Any] | None = None,
         chat_template: str | None = None,
     ) -> None:
+        spec = {"name": model} if isinstance(model, str) else model
+        recipe = Recipe.model_construct(  # each part validated here, where errors name it
+            model=validate_config(ModelSpec, spec, where="model"),
+            adapter=adapter,
+            adapter_config=dict(adapter_config or {}),
+            objective=objective,
+            objective_config=dict(objective_config or {}),
+            training=validate_config(TrainingConfig, training, where="training"),
+            distributed=None if distributed is None else validate_config(DistributedConfig, distributed,
+                                                                         where="distributed"),
+            chat_template=chat_template,
+        )
+        self._setup(recipe)
+
+    def _setup(self, recipe: Recipe) -> None:
+        """Take the model, plugins and settings of a validated ``recipe``; create the plugins (validating their
+        options) and read the chat template."""
         from ftsdk.data.templates import load_chat_template
 
         #: the chat template chosen by name or file (None: the tokenizer's own), and its checked Jinja text
-        self.chat_template_name = chat_template
-        self.chat_template = load_chat_template(chat_template) if chat_template else None
-        spec = {"name": model} if isinstance(model, str) else model
-        self.model_spec: ModelSpec = validate_config(ModelSpec, spec, where="model")
-        self.adapter: Adapter = plugins.create("adapter", adapter, adapter_config)  # type: ignore[assignment]
-        self.objective: Objective = plugins.create("objective", objective, objective_config)  # type: ignore[assignment]
-        self.training: TrainingConfig = validate_config(TrainingConfig, training, where="training")
-        self.distributed: DistributedConfig | None = (
-            None if distributed is None else validate_config(DistributedConfig, distributed, where="distributed")
-        )
+        self.chat_template_name = recipe.chat_template
+        self.chat_template = load_chat_template(recipe.chat_template) if recipe.chat_template else None
+        self.model_spec: ModelSpec = recipe.model
+        self.adapter: Adapter = plugins.create("adapter", recipe.adapter, recipe.adapter_config)  # type: ignore[assignment]
+        self.objective: Objective = plugins.create(  # type: ignore[assignment]
+            "objective", recipe.objective, recipe.objective_config)
+        self.training: TrainingConfig = recipe.training
+        self.distributed: DistributedConfig | None = recipe.distributed
         self.model: Any = None
         self.tokenizer: Any = None
         #: the folder this tuner last wrote (fit) or opened (load)
@@ -97,18 +160,9 @@ class Tuner:
     @classmethod
     def from_recipe(cls, recipe: Recipe | str | Path) -> Tuner:
         """A Tuner configured like a YAML recipe (``ftsdk train`` uses this)."""
-        if not isinstance(recipe, Recipe):
-            recipe = Recipe.from_yaml(recipe)
-        return cls(
-            recipe.model,
-            adapter=recipe.adapter,
-            objective=recipe.objective,
-            adapter_config=recipe.adapter_config,
-            objective_config=recipe.objective_config,
-            training=recipe.training,
-            distributed=recipe.distributed,
-            chat_template=recipe.chat_template,
-        )
+        tuner = cls.__new__(cls)
+        tuner._setup(recipe if isinstance(recipe, Recipe) else Recipe.from_yaml(recipe))
+        return tuner
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any], *, trust_remote_code: bool = False) -> Tuner:
@@ -122,6 +176,7 @@ class Tuner:
                              "Tuner.load(folder, trust_remote_code=True) or "
                              "Tuner.from_manifest(manifest, trust_remote_code=True)",
                              trust_remote_code=trust_remote_code)
+        distributed = manifest.get("distributed")  # the config, and the world size it ran with
         return cls(
             spec,
             adapter=manifest["adapter"]["name"],
@@ -129,6 +184,7 @@ class Tuner:
             adapter_config=manifest["adapter"]["config"],
             objective_config=manifest["objective"]["config"],
             training=manifest["training"],
+            distributed={k: v for k, v in distributed.items() if k != "world_size"} if distributed else None,
             chat_template=manifest.get("chat_template"),
         )
 
@@ -190,18 +246,18 @@ class Tuner:
         # the main process holds the output's lock from here to the written output; the others only read
         with claim_output(output_dir, overwrite=overwrite, inputs=inputs) if world.is_main else \
                 contextlib.nullcontext(check_output_dir(output_dir, overwrite)) as output:
-            outcome, manifest, seconds = self._fit(train_set, eval_set, output, overwrite, world, resume, force_resume)
+            run, manifest, checks = self._fit(train_set, eval_set, output, overwrite, world, resume, force_resume)
         from ftsdk.training.report import summary_line
 
         if world.is_main:
-            print(summary_line(outcome.metrics, seconds, output))
+            print(summary_line(run.outcome.metrics, run.seconds, output))
         self.output_dir = output
-        return FitResult(output, outcome.metrics, manifest, outcome.log_history)
+        return FitResult(output, run.outcome.metrics, manifest, run.outcome.log_history, checks, self)
 
     def _fit(
         self, train_set: DataSet, eval_set: DataSet | None, output: Path, overwrite: bool, world: Any,
         resume: bool | str | Path, force_resume: bool,
-    ) -> tuple[Any, dict[str, Any], float]:
+    ) -> tuple[_Trained, dict[str, Any], dict[str, dict[str, Any]]]:
         self.adapter.check_training(self.training, self.objective)
         self._check_pairing()
         from ftsdk.training.tracking import check_trackers
@@ -232,7 +288,7 @@ class Tuner:
     def _train(
         self, train_set: DataSet, eval_set: DataSet | None, output: Path, overwrite: bool, start: Any,
         run_fingerprint: dict[str, Any],
-    ) -> tuple[Any, dict[str, Any], float]:
+    ) -> tuple[_Trained, dict[str, Any], dict[str, dict[str, Any]]]:
         import contextlib
         import shutil
 
@@ -290,37 +346,39 @@ class Tuner:
             from ftsdk.training.trainer import check_trained
 
             outcome = check_trained(self.objective.train(job), self.objective.name)
-            seconds = time.perf_counter() - started
+            run = _Trained(model, tokenizer, outcome, train_set, eval_set, time.perf_counter() - started)
+            checks: dict[str, dict[str, Any]] = {}
             with full_parameters(model, world.is_main):  # every process gathers; the main one writes
                 if world.is_main:
-                    manifest = self._write_output(model, tokenizer, outcome, train_set, eval_set, output, overwrite,
-                                                  seconds)
+                    manifest, checks = self._save(run, output, overwrite)
                     if tracking is not None:
                         tracking.finish(output, outcome.metrics)
             if not world.is_main:
-                manifest = self._manifest(train_set, eval_set, outcome.metrics, seconds, False)
+                manifest = {**manifest_header(self.adapter.produces), **self._record(run), "loss_plot": None}
         if keeps_checkpoints and world.is_main:
             shutil.rmtree(checkpoints, ignore_errors=True)  # the run is complete: its output replaces them
-        return outcome, manifest, seconds
+        return run, manifest, checks
 
-    def _write_output(
-        self, model: Any, tokenizer: Any, outcome: Any, train_set: DataSet, eval_set: DataSet | None, output: Path,
-        overwrite: bool, seconds: float,
-    ) -> dict[str, Any]:
-        from ftsdk.evaluation.report import write_training_report
-        from ftsdk.training.report import model_card, plot_losses
+    def _save(self, run: _Trained, output: Path, overwrite: bool) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """Write the trained adapter or model, tokenizer, loss curve, manifest, model card and run report.
 
-        with atomic_output_dir(output, overwrite=overwrite) as tmp:
-            self.adapter.save(model, str(tmp))
-            tokenizer.save_pretrained(tmp)
-            (tmp / "log_history.json").write_text(json.dumps(outcome.log_history, indent=1), encoding="utf-8")
-            plotted = plot_losses(outcome.log_history, tmp / "loss.png", title=f"{output.name}: loss")
-            manifest = self._manifest(train_set, eval_set, outcome.metrics, seconds, plotted is not None)
-            manifest["best"] = outcome.best  # keep-best / early stopping (ftsdk.training.early_stopping)
-            write_manifest(tmp, manifest)
-            (tmp / "README.md").write_text(model_card(manifest), encoding="utf-8")
-            write_training_report(tmp, manifest, tokenizer, self.objective.data_task)
-        return manifest
+        The report's data statistics are those of the data in memory, the data trained on (not re-read).
+        """
+        from ftsdk.evaluation.report import data_stats, write_training_report
+        from ftsdk.training.report import model_card
+
+        sets = {"train": run.train_set, "eval": run.eval_set}
+        checks = {split: data_stats(data, run.tokenizer) for split, data in sets.items() if data is not None}
+        with write_output(output, kind=self.adapter.produces, overwrite=overwrite, card=model_card) as out:
+            self.adapter.save(run.model, str(out.folder))
+            run.tokenizer.save_pretrained(out.folder)
+            (out.folder / "log_history.json").write_text(json.dumps(run.outcome.log_history, indent=1),
+                                                         encoding="utf-8")
+            out.plot_losses(run.outcome.log_history, title=f"{output.name}: loss")
+            out.manifest.update(self._record(run))
+            out.manifest["best"] = run.outcome.best  # keep-best / early stopping (ftsdk.training.early_stopping)
+            write_training_report(out.folder, out.manifest, checks)
+        return out.manifest, checks
 
     def merge_adapter(self, output_dir: str | Path, **options: Any) -> Path:
         """Merge the adapter this tuner trained or loaded into its base; see :func:`ftsdk.merging.adapter.merge_adapter`."""
@@ -458,34 +516,15 @@ class Tuner:
             data={"train": content(train_set), "eval": content(eval_set)},
             distributed=self.distributed.model_dump(mode="json") if self.distributed else None,
             world_size=world_size,
-            libraries=library_versions(*LIBRARIES, "deepspeed"),
+            libraries=library_versions(),
         )
 
-    def _manifest(
-        self,
-        train_set: DataSet,
-        eval_set: DataSet | None,
-        metrics: dict[str, float],
-        seconds: float,
-        loss_plot: bool,
-    ) -> dict[str, Any]:
+    def _record(self, run: _Trained) -> dict[str, Any]:
+        """The training output's own manifest fields: what reproduces the run, and how it went."""
         assert self._resolved is not None
         placement = self._placement()
         alias = ALIASES.get(self.model_spec.name)
-
-        def producer(kind: str, plugin: Any) -> dict[str, Any]:
-            info = plugins.get(kind, plugin.name)
-            return {
-                "name": plugin.name,
-                "distribution": info.distribution,
-                "version": info.version,
-                "config": plugin.config.model_dump(mode="json"),
-            }
-
         return {
-            "ftsdk_version": __version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "kind": self.adapter.produces,
             "adapter": producer("adapter", self.adapter),
             "objective": producer("objective", self.objective),
             "chat_template": self.chat_template_name,
@@ -505,9 +544,7 @@ class Tuner:
                 "threads": self._threads.as_dict() if self._threads else None,
             },
             "distributed": self._distributed_summary(),
-            "data": {"train": train_set.summary(), "eval": eval_set.summary() if eval_set else None},
-            "metrics": metrics,
-            "train_seconds": round(seconds, 2),
-            "loss_plot": "loss.png" if loss_plot else None,
-            "libraries": library_versions(*LIBRARIES),
+            "data": {"train": run.train_set.summary(), "eval": run.eval_set.summary() if run.eval_set else None},
+            "metrics": run.outcome.metrics,
+            "train_seconds": round(run.seconds, 2),
         }
