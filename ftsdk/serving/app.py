@@ -197,7 +197,7 @@ def _job(body: ChatCompletionRequest | CompletionRequest, ids: list[int], adapte
     temperature = 1.0 if body.temperature is None else body.temperature
     top_p = 1.0 if body.top_p is None else body.top_p
     return GenerationJob(ids, adapter, max_tokens, temperature if temperature >= GREEDY_BELOW else 0.0, top_p,
-                         body.seed, body.stop_list)
+                         body.seed, body.stop_list, stream=bool(body.stream))
 
 
 class _SupervisedStream(EventSourceResponse):

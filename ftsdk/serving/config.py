@@ -67,6 +67,14 @@ class ServeConfig(PluginConfig):
         300.0, gt=0, le=86_400, description="Most seconds a completion request may take, waiting included; "
         "then it stops generating and gets 504 (in-band for a stream that has started).",
     )
+    max_batch_size: int = Field(
+        8, ge=1, le=256, description="transformers backend: most whole (non-streamed) requests generated together "
+        "in one batch; 1 generates them one at a time.",
+    )
+    batch_wait_ms: float = Field(
+        10.0, ge=0, le=1000, description="transformers backend: how long the first waiting request waits for "
+        "others to join its batch, in milliseconds (requests arriving while a batch runs join the next one).",
+    )
     max_stop_chars: int = Field(
         512, ge=1, le=16_384, description="Most characters of all `stop` sequences of one request together; "
         "more get 400 (llama.cpp's stop matching costs grow with the square of the length).",

@@ -30,6 +30,8 @@ class GenerationJob:
     top_p: float = 1.0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    #: the text is wanted piece by piece as it is generated (the transformers backend then runs it unbatched)
+    stream: bool = False
 
 
 @dataclass

@@ -1,9 +1,11 @@
 """transformers + peft: the base loaded once, PEFT adapters loaded beside it and chosen per request.
 
-One PeftModel holds every adapter (``load_adapter``/``set_adapter``); the base model answers with
-adapters disabled. Generation is serialized by a lock: one request runs ``model.generate`` at a time,
-in its own thread, streaming text through a ``TextIteratorStreamer``. A request waiting for the lock
-gives up when it is cancelled.
+One PeftModel holds every adapter (``load_adapter``); the base model answers with adapters disabled.
+Whole (non-streamed) requests are batched dynamically (:mod:`ftsdk.serving.batching`): the waiting
+requests run as one left-padded ``generate`` (:mod:`ftsdk.serving.backends.hf_batch`), rows for
+different adapters together through PEFT's ``adapter_names``. A streamed request runs alone, in its own
+thread, streaming text through a ``TextIteratorStreamer`` (``set_adapter`` picks its adapter). The model
+runs one ``generate`` at a time, behind a lock; a request waiting for it gives up when it is cancelled.
 
 Stop sequences are matched on the decoded tail of the generated tokens at each step, not with
 transformers' ``stop_strings``: its ``StopStringCriteria`` first embeds the whole vocabulary against the
@@ -26,6 +28,8 @@ from ftsdk.serving.backends.base import (
     UnknownAdapterError,
     wait_for_model,
 )
+from ftsdk.serving.backends.hf_batch import BASE_ROW, generate_rows, sampling_options
+from ftsdk.serving.batching import Batcher, Pending
 from ftsdk.serving.config import ServeConfig
 from ftsdk.serving.stops import StopFilter
 
@@ -55,6 +59,7 @@ class TransformersBackend(Backend):
         self._context = min(config.max_context or model_context, model_context)
         eos = self.model.generation_config.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [eos if eos is not None else self.tokenizer.eos_token_id])
+        self._batcher = Batcher(self._run_batch, config.max_batch_size, config.batch_wait_ms / 1000)
 
     @classmethod
     def check_base(cls, base: str) -> None:
@@ -134,6 +139,8 @@ class TransformersBackend(Backend):
         return self.peft, contextlib.nullcontext()
 
     def start(self, job: GenerationJob) -> Generation:
+        if not job.stream:
+            return self._batcher.submit(job)
         from transformers import TextIteratorStreamer
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -147,9 +154,6 @@ class TransformersBackend(Backend):
     def _generate(self, job: GenerationJob, streamer: Any, generation: Generation, outcome: dict[str, Any]) -> None:
         import torch
 
-        sampling: dict[str, Any] = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-        if job.temperature > 0:
-            sampling = {"do_sample": True, "temperature": job.temperature, "top_p": job.top_p, "top_k": 0}
         try:
             if not wait_for_model(self._lock, generation.cancelled):
                 outcome["ids"] = []
@@ -168,7 +172,7 @@ class TransformersBackend(Backend):
                         streamer=streamer,
                         stopping_criteria=self._criteria(job, generation),
                         pad_token_id=self.tokenizer.pad_token_id,
-                        **sampling,
+                        **sampling_options(job),
                     )
             finally:
                 self._lock.release()
@@ -176,6 +180,29 @@ class TransformersBackend(Backend):
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it in the request
             outcome["error"] = exc
             streamer.end()
+
+    def _run_batch(self, group: list[Pending]) -> None:
+        """Generate ``group`` (same sampling options) as one batch; fill in each request's text and counts."""
+        with self._lock:
+            if self.peft is None:
+                model, known = self.model, [p for p in group if p.job.adapter is None]
+            else:
+                model, known = self.peft, [p for p in group if p.job.adapter in (None, *self.peft.peft_config)]
+            for pending in group:
+                if pending not in known:
+                    pending.error = UnknownAdapterError(pending.job.adapter)
+            if not known:
+                return
+            names = None if self.peft is None else [p.job.adapter or BASE_ROW for p in known]
+            rows = generate_rows(model, self.tokenizer, [p.job for p in known], [p.generation for p in known],
+                                 names, self._eos)
+        for pending, row in zip(known, rows, strict=True):
+            stops = StopFilter(pending.job.stop)
+            pending.text = stops.feed(self.tokenizer.decode(row.ids, skip_special_tokens=True)) + stops.flush()
+            generation = pending.generation
+            generation.completion_tokens = len(row.ids)
+            ended = row.ended or stops.stopped or len(row.ids) < pending.job.max_tokens
+            generation.finish_reason = "stop" if ended else "length"
 
     def _criteria(self, job: GenerationJob, generation: Generation) -> Any:
         """Stop when the generation is cancelled, or when the text generated so far contains a stop sequence."""
