@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -37,6 +38,12 @@ class Backend(ABC):
     def label_scores(self, conversations: list[Conversation], labels: list[str]) -> list[list[float]]:
         """log P(reply = label | conversation) for every conversation and label."""
 
+    def answer(self, conversations: list[Conversation], options: GenerationOptions,
+               labels: list[str] | None = None) -> tuple[list[Generation], list[list[float]] | None]:
+        """The reply to each conversation and, given ``labels``, their :meth:`label_scores`."""
+        scores = self.label_scores(conversations, labels) if labels else None
+        return self.generate(conversations, options), scores
+
     @abstractmethod
     def perplexity(self, conversations: list[Conversation]) -> ConversationPerplexity:
         """Perplexity of each conversation's last reply alone and of the whole conversations, on the token ids
@@ -69,6 +76,13 @@ class TransformersBackend(Backend):
 
     def __init__(self, model: Any, tokenizer: Any, *, adapter_off: bool = False, max_length: int = 1024) -> None:
         self.model, self.tokenizer, self.adapter_off, self.max_length = model, tokenizer, adapter_off, max_length
+        self._merged: Any = None
+
+    def _evaluated(self, probe: list[int]) -> Any:
+        """The model to run: a merged copy of a LoRA model where merging is exact on ``probe``, else the model."""
+        if self._merged is None:
+            self._merged = self.model if self.adapter_off else exact_merge(self.model, probe)
+        return self._merged
 
     @contextlib.contextmanager
     def _active(self) -> Iterator[None]:
@@ -78,9 +92,39 @@ class TransformersBackend(Backend):
         else:
             yield
 
+    def answer(self, conversations: list[Conversation], options: GenerationOptions,
+               labels: list[str] | None = None) -> tuple[list[Generation], list[list[float]] | None]:
+        """Greedy replies and label scores from one prompt pass (``ftsdk.evaluation.answering``); sampled
+        replies are generated apart. Rows whose scoring prompt differs from the generation prompt (cut to
+        ``max_length``) are scored apart."""
+        from ftsdk.evaluation.answering import answer, generation_ids
+        from ftsdk.evaluation.labels import prompts_and_replies, reply_table
+
+        if options.temperature > 0:
+            return super().answer(conversations, options, labels)
+        ids = generation_ids(self.tokenizer, conversations)
+        table, apart = None, []
+        if labels:
+            prompts, replies = prompts_and_replies(self.tokenizer, conversations, labels, self.max_length)
+            table = reply_table(self.tokenizer, labels, replies)
+            apart = [i for i, (prompt, own) in enumerate(zip(prompts, ids)) if prompt != own]
+        model = self._evaluated(ids[0])
+        with self._active():
+            done = answer(model, self.tokenizer, ids, max_new_tokens=options.max_new_tokens,
+                          batch_size=options.batch_size, labels=table)
+        scores = done.scores
+        if apart and scores is not None and labels:
+            for row, score in zip(apart, self.label_scores([conversations[i] for i in apart], labels)):
+                scores[row] = score
+        texts = [t.strip() for t in self.tokenizer.batch_decode(done.tokens, skip_special_tokens=True)]
+        return [Generation(t, len(self.tokenizer(t, add_special_tokens=False)["input_ids"]), s)
+                for t, s in zip(texts, done.seconds)], scores
+
     def generate(self, conversations: list[Conversation], options: GenerationOptions) -> list[Generation]:
         from ftsdk.models.generation import generate_replies
 
+        if options.temperature == 0:
+            return self.answer(conversations, options)[0]
         out: list[Generation] = []
         with self._active():
             for start in range(0, len(conversations), options.batch_size):
@@ -96,8 +140,9 @@ class TransformersBackend(Backend):
     def label_scores(self, conversations: list[Conversation], labels: list[str]) -> list[list[float]]:
         from ftsdk.evaluation.labels import label_log_likelihoods
 
+        model = self._evaluated([self.tokenizer.pad_token_id])
         with self._active():
-            return label_log_likelihoods(self.model, self.tokenizer, conversations, labels, max_length=self.max_length)
+            return label_log_likelihoods(model, self.tokenizer, conversations, labels, max_length=self.max_length)
 
     def perplexity(self, conversations: list[Conversation]) -> ConversationPerplexity:
         from ftsdk.models.perplexity import split_perplexity, token_nlls
@@ -106,8 +151,31 @@ class TransformersBackend(Backend):
             return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
         ids, masks = zip(*(reply_tokens(self.tokenizer, encode, c, self.max_length) for c in conversations))
+        model = self._evaluated(ids[0])
         with self._active():
-            return split_perplexity(token_nlls(self.model, list(ids)), list(masks))
+            return split_perplexity(token_nlls(model, list(ids)), list(masks))
+
+
+def exact_merge(model: Any, probe: list[int], tolerance: float = 1e-5) -> Any:
+    """A merged copy of a float32 LoRA model (PEFT ``merge_and_unload`` on a deep copy) when its logits on ``probe``
+    match the unmerged model's within ``tolerance``; otherwise (other adapters, other dtypes, a mismatch) ``model``."""
+    import torch
+
+    config = getattr(model, "peft_config", {}).get(getattr(model, "active_adapter", None))
+    if config is None or getattr(config, "peft_type", None) != "LORA" or not hasattr(model, "merge_and_unload"):
+        return model
+    if any(p.dtype != torch.float32 for p in model.parameters()):
+        return model
+    merged = copy.deepcopy(model).merge_and_unload().eval()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            ids = torch.tensor([probe], device=model.device)
+            gap = (model(input_ids=ids).logits - merged(input_ids=ids).logits).abs().max().item()
+    finally:
+        model.train(was_training)
+    return merged if gap <= tolerance else model
 
 
 def kv_cache_type(llm: Any) -> str:

@@ -65,13 +65,8 @@ def label_log_likelihoods(
     """
     import torch
 
-    prompts, replies = _prompts_and_replies(tokenizer, conversations, labels, max_length)
-    width = max(len(r) for r in replies)
-    reply_ids = torch.full((len(labels), width), tokenizer.pad_token_id, dtype=torch.long)
-    reply_mask = torch.zeros((len(labels), width), dtype=torch.long)
-    for row, ids in enumerate(replies):
-        reply_ids[row, : len(ids)] = torch.tensor(ids)
-        reply_mask[row, : len(ids)] = 1
+    prompts, replies = prompts_and_replies(tokenizer, conversations, labels, max_length)
+    reply_ids, reply_mask = reply_table(tokenizer, labels, replies)
     scores: list[list[float]] = []
     was_training = model.training
     model.eval()
@@ -85,9 +80,10 @@ def label_log_likelihoods(
     return scores
 
 
-def _prompts_and_replies(
+def prompts_and_replies(
     tokenizer: Any, conversations: list[Conversation], labels: list[str], max_length: int
 ) -> tuple[list[list[int]], list[list[int]]]:
+    """Each conversation's prompt ids (cut from the left to ``max_length``) and each label's reply ids."""
     from ftsdk.data.tokenize import IGNORE_INDEX, tokenize_conversation
 
     prompts, replies = [], []
@@ -107,7 +103,7 @@ def _score_batch(model: Any, tokenizer: Any, prompts: list[list[int]], reply_ids
     """Summed reply log-probabilities, shape (len(prompts), number of labels)."""
     import torch
 
-    count, width = len(reply_ids), max(len(p) for p in prompts)
+    width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
     for row, prompt in enumerate(prompts):  # left padding: every prompt ends at the last column
@@ -117,18 +113,42 @@ def _score_batch(model: Any, tokenizer: Any, prompts: list[list[int]], reply_ids
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                 use_cache=True, logits_to_keep=1)
-    first_logits = out.logits[:, -1].float().repeat_interleave(count, dim=0)  # predicts each reply's 1st token
-    targets = reply_ids.repeat(len(prompts), 1).to(device)
-    valid = reply_mask.repeat(len(prompts), 1).to(device)
+    return score_replies(model, out.logits[:, -1], out.past_key_values, mask.to(device), reply_ids, reply_mask)
+
+
+def reply_table(tokenizer: Any, labels: list[str], replies: list[list[int]]) -> tuple[Any, Any]:
+    """The label replies' token ids as one right-padded (labels, width) tensor, and its mask."""
+    import torch
+
+    width = max(len(r) for r in replies)
+    reply_ids = torch.full((len(labels), width), tokenizer.pad_token_id, dtype=torch.long)
+    reply_mask = torch.zeros((len(labels), width), dtype=torch.long)
+    for row, ids in enumerate(replies):
+        reply_ids[row, : len(ids)] = torch.tensor(ids)
+        reply_mask[row, : len(ids)] = 1
+    return reply_ids, reply_mask
+
+
+def score_replies(model: Any, last_logits: Any, cache: Any, mask: Any, reply_ids: Any, reply_mask: Any) -> Any:
+    """Summed log-probabilities of every label reply after every prompt, shape (prompts, labels).
+
+    ``last_logits`` (prompts, vocab) predict each reply's first token; ``cache`` holds the prompts (it is expanded
+    to one row per prompt and label, in place) and ``mask`` (prompts, cache length) marks its real tokens.
+    """
+    import torch
+
+    count, prompts, device = len(reply_ids), len(last_logits), last_logits.device
+    first_logits = last_logits.float().repeat_interleave(count, dim=0)
+    targets = reply_ids.repeat(prompts, 1).to(device)
+    valid = reply_mask.repeat(prompts, 1).to(device)
     logits = first_logits.unsqueeze(1)
     if targets.shape[1] > 1:
-        cache = out.past_key_values
         cache.batch_repeat_interleave(count)
-        lengths = mask.sum(-1).repeat_interleave(count).unsqueeze(1).to(device)
+        lengths = mask.sum(-1).repeat_interleave(count).unsqueeze(1)
         steps = torch.arange(targets.shape[1] - 1, device=device).unsqueeze(0)
         rest = model(
             input_ids=targets[:, :-1],
-            attention_mask=torch.cat([mask.repeat_interleave(count, dim=0).to(device), valid[:, :-1]], dim=1),
+            attention_mask=torch.cat([mask.repeat_interleave(count, dim=0), valid[:, :-1]], dim=1),
             position_ids=lengths + steps,
             past_key_values=cache,
             use_cache=True,
@@ -136,8 +156,7 @@ def _score_batch(model: Any, tokenizer: Any, prompts: list[list[int]], reply_ids
         logits = torch.cat([logits, rest], dim=1)
     picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     log_probs = (picked - logits.logsumexp(-1)) * valid
-    return log_probs.sum(-1).view(len(prompts), count).cpu()
-
+    return log_probs.sum(-1).view(prompts, count).cpu()
 
 def choose_labels(model: Any, tokenizer: Any, conversations: list[Conversation], labels: list[str], **kwargs: Any) -> list[str]:
     """The most likely label reply for each conversation (constrained classification)."""

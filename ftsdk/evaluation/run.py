@@ -164,7 +164,8 @@ def _evaluate_candidate(plan: _Plan, spec: CandidateSpec, backend: Backend, bar:
     prompts = plan.prompts_for(spec)
     references = list(plan.references)
     stage("generating")
-    generations = backend.generate(prompts, spec.generation)
+    scoring = plan.labels if plan.task == "labels" and plan.constrained else None
+    generations, scores = backend.answer(prompts, spec.generation, scoring)  # one prompt pass for both
     replies = [g.text for g in generations]
     result = CandidateResult(spec.name, plan.kinds[spec.name], spec.source, backend.runtime, spec.system_prompt,
                              len(plan.shots[spec.name]) // 2, {})
@@ -178,7 +179,7 @@ def _evaluate_candidate(plan: _Plan, spec: CandidateSpec, backend: Backend, bar:
                        invalid_rate=result.labels.invalid_rate)
         if plan.constrained:
             stage("scoring labels")
-            scores = backend.label_scores(prompts, plan.labels)
+            assert scores is not None
             choices = [plan.labels[max(range(len(row)), key=row.__getitem__)] for row in scores]
             result.constrained = label_metrics(choices, references, plan.labels)  # type: ignore[arg-type]
             metrics.update(constrained_accuracy=result.constrained.accuracy,
