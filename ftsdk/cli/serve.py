@@ -39,6 +39,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                          help="most completion requests held at once, running or waiting; more get 429 (%(default)s)")
     serving.add_argument("--request-timeout", type=float, default=300.0, metavar="SECONDS",
                          help="most seconds a completion request may take, waiting included; then 504 (%(default)s)")
+    serving.add_argument("--max-batch-size", type=int, default=8, metavar="N",
+                         help="transformers backend: most whole requests generated together in one batch; 1: one "
+                         "at a time (%(default)s)")
+    serving.add_argument("--batch-wait-ms", type=float, default=10.0, metavar="MS",
+                         help="transformers backend: how long a request waits for others to join its batch "
+                         "(%(default)s)")
     serving.add_argument("--max-stop-chars", type=int, default=512, metavar="N",
                          help="most characters of a request's stop sequences together; more get 400 (%(default)s)")
     serving.set_defaults(run=_cmd_serve)
@@ -65,7 +71,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "threads": args.threads, "device": args.device, "dtype": args.dtype,
         "api_key": resolve_api_key(args.api_key, args.api_key_file), "insecure": args.insecure,
         "enable_admin": args.enable_admin, "max_queue": args.max_queue, "request_timeout": args.request_timeout,
-        "max_stop_chars": args.max_stop_chars,
+        "max_stop_chars": args.max_stop_chars, "max_batch_size": args.max_batch_size,
+        "batch_wait_ms": args.batch_wait_ms,
     }
     if args.api_key is not None:
         print("ftsdk serve: warning: a key given with --api-key shows in `ps` to every user of this machine; "
