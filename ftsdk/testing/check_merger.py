@@ -118,20 +118,36 @@ def _check_refuses_misfit(cls: type[Plugin], name: str, base: Path, root: Path, 
                    "raise from prepare(), before anything is written")
 
 
+def example_parameters(cls: type[Plugin]) -> dict[str, Any]:
+    """Values for the options a merge needs but no default gives, from their fields' ``examples``.
+
+    A method option without a default, an input option whose default is None (such as a required ``weight``) or
+    a method option whose default None means "draw one" (a ``seed``) takes its field's first example, so the
+    kit (and ``ftsdk plugin check merger NAME --full``) can merge with no parameters given.
+    """
+    found: dict[str, Any] = {}
+    for model in (cls.Config, getattr(cls, "InputParams", None)):
+        for name, field in (model.model_fields.items() if model is not None else ()):
+            if field.examples and (field.is_required() or field.default is None):
+                found[field.alias or name] = field.examples[0]
+    return found
+
+
 def check_merger(
     plugin: PluginRef,
     tmp_path: str | Path,
     *,
     parameters: Mapping[str, Any] | None = None,
-    inputs: str = "models",
+    inputs: str | None = None,
     base: str | Path | None = None,
     deterministic: bool = True,
     dtypes: Sequence[str] = ("float32", "bfloat16"),
 ) -> None:
     """The merger merges a tiny base and its fine-tunes (``inputs="adapters"``: LoRA adapters of it).
 
-    Run through :func:`ftsdk.merging.merge` with ``parameters`` (the merge config's top-level parameters:
-    method options and per-input defaults such as ``weight``), once per input dtype in ``dtypes``. Checked: the
+    Run through :func:`ftsdk.merge` with ``parameters`` (the merge config's top-level parameters: method
+    options and per-input defaults such as ``weight``) over :func:`example_parameters`, once per input dtype in
+    ``dtypes``. ``inputs`` defaults to the merger's ``merges`` attribute ("models" when it has none). Checked: the
     output keeps every tensor's name and dtype (and shape, for models; an adapter merge may change the rank),
     loads in transformers (or PEFT) and computes finite logits; merging again gives bitwise equal tensors
     when ``deterministic`` (give random methods a ``seed``); inputs that do not fit the base fail with a
@@ -142,7 +158,8 @@ def check_merger(
     cls = plugin_class(plugin, "merger")
     require_installed(cls)
     root = Path(tmp_path)
-    parameters = dict(parameters or {})
+    parameters = example_parameters(cls) | dict(parameters or {})
+    inputs = inputs or getattr(cls, "merges", "models")
     if base is None:
         from ftsdk.testing.tiny import build_tiny_model
 

@@ -65,6 +65,7 @@ __all__ = [
     "check_registration",
     "check_typed_errors",
     "expect_typed_error",
+    "required_examples",
     "registered",
 ]
 
@@ -96,10 +97,18 @@ def _check_options_model(cls: type[Plugin], model: Any, attribute: str) -> dict[
     return schema
 
 
+def required_examples(cls: type[Plugin]) -> dict[str, Any]:
+    """Each required option's first declared example (``Field(examples=[...])``): the config the checks build
+    when no example is given, so a plugin with required options checks out with no ``--config``."""
+    return {info.alias or name: info.examples[0] for name, info in cls.Config.model_fields.items()
+            if info.is_required() and info.examples}
+
+
 def check_config(plugin: PluginRef, example: Mapping[str, Any] | None = None, *, kind: str | None = None) -> None:
     """The class declares name/summary/requires and a ``Config`` that is a documented, strict pydantic model.
 
-    ``example`` is a valid config (default: every option at its default, which must then validate). It must
+    ``example`` is a valid config (its missing required options take :func:`required_examples`; default: every
+    other option at its default, which must then validate). It must
     build the plugin, and its JSON dump must validate back to the same config (manifests are reproducible).
     """
     cls = plugin_class(plugin, kind or _kind_of(plugin))
@@ -115,7 +124,7 @@ def check_config(plugin: PluginRef, example: Mapping[str, Any] | None = None, *,
     input_params = getattr(cls, "InputParams", None)
     if input_params is not None:
         _check_options_model(cls, input_params, "InputParams")
-    given = dict(example or {})
+    given = required_examples(cls) | dict(example or {})
     try:
         instance = cls(given)
     except FtsdkError as exc:
@@ -173,7 +182,7 @@ def check_typed_errors(
     kind it does not accept (each accepted, or a typed error).
     """
     cls = plugin_class(plugin, kind or _kind_of(plugin))
-    given = dict(example or {})
+    given = required_examples(cls) | dict(example or {})
     expect_typed_error(lambda: cls({**given, "no_such_option": 1}), plugin=cls,
                        doing="building it with an unknown option 'no_such_option'")
     for field, info in cls.Config.model_fields.items():

@@ -42,12 +42,13 @@ class MergekitOptions(PluginConfig):
     """Options of the mergekit merger."""
 
     config: dict[str, Any] = Field(
+        examples=[{"merge_method": "model_stock"}],
         description="Required. The mergekit document (what mergekit-yaml reads: merge_method, models or slices, "
         "base_model, parameters, dtype, tokenizer...), checked by mergekit's own MergeConfiguration. Filled in "
         "for you when `ftsdk merge` hands a mergekit YAML over.",
     )
     seed: int | None = Field(
-        None, ge=0, le=2**32 - 1, description="mergekit's --random-seed, for its random methods (dare_*, della*, "
+        None, ge=0, examples=[0], le=2**32 - 1, description="mergekit's --random-seed, for its random methods (dare_*, della*, "
         "sce...); none draws one (recorded in ftsdk.json). Written as parameters.seed in a handed-over YAML.",
     )
     allow_crimes: bool = Field(False, description="mergekit's --allow-crimes: let it merge different architectures.")

@@ -17,6 +17,7 @@ Density = Annotated[Setting, SettingOf(gt=0, le=1)]
 
 WEIGHT = Field(
     None,
+    examples=[1.0],
     description="Required. How much this input counts: a number, a per-layer gradient such as [0, 0.5, 1], "
     "or filtered entries such as [{filter: mlp, value: 0.7}, {value: 0.3}]. Any sign: a negative weight "
     "extrapolates away from a model (linear) or subtracts its task vector (task arithmetic).",

@@ -16,7 +16,7 @@ import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 from pydantic import Field, model_validator
 
@@ -51,7 +51,7 @@ class PeftAdaptersOptions(PluginConfig):
     majority_sign_method: Literal["total", "frequency"] = Field(
         "total", description="ties and dare_ties: elect signs from the summed values or from the sign counts."
     )
-    seed: int | None = Field(None, ge=0, description="Seed for dare_*; none draws one (recorded in ftsdk.json).")
+    seed: int | None = Field(None, ge=0, examples=[0], description="Seed for dare_*; none draws one (recorded in ftsdk.json).")
 
     @model_validator(mode="after")
     def _consistent(self) -> PeftAdaptersOptions:
@@ -109,6 +109,7 @@ class PeftAdaptersMerger(Merger):
     summary = "LoRA adapters of one base combined with PEFT add_weighted_adapter (cat and svd are exact)"
     Config = PeftAdaptersOptions
     InputParams = PeftAdapterInput
+    merges: ClassVar[str] = "adapters"  # what the conformance kit merges: LoRA adapters of its tiny base
     requires = ("peft", "transformers", "torch")
 
     config: PeftAdaptersOptions

@@ -22,6 +22,7 @@ class SlerpOptions(PluginConfig):
     """Options of SLERP."""
 
     t: Annotated[Setting, SettingOf(ge=0, le=1)] = Field(
+        examples=[0.5],
         description="Required. Interpolation factor in [0, 1]: 0 keeps the base model, 1 the other (values "
         "outside would extrapolate along the arc, which mergekit allows; ftsdk refuses them). A number, a per-layer "
         "gradient such as [0, 0.5, 1] (embeddings, final norm and lm_head take the first value), or filtered "

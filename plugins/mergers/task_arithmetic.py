@@ -56,7 +56,7 @@ class RandomOptions(SparseOptions):
 
     rescale: bool = rescale_field(True)
     seed: int | None = Field(
-        None, ge=0, description="Seed of the random draws; none draws one (recorded in ftsdk.json). With the same "
+        None, ge=0, examples=[0], description="Seed of the random draws; none draws one (recorded in ftsdk.json). With the same "
         "seed as mergekit's --random-seed, the draws are mergekit's."
     )
 
