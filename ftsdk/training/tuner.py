@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,86 +16,24 @@ from ftsdk.artifacts import (
     claim_output,
     library_versions,
     manifest_header,
-    producer,
     read_manifest,
-    write_output,
 )
-from ftsdk.data.formats import Conversation
 from ftsdk.data.loading import DataSet, load_dataset
 from ftsdk.data.sources import Source
 from ftsdk.models.device import ThreadChoice, choose_threads, torch_threads
-from ftsdk.models.loading import ALIASES, DEFAULT_MODEL, ResolvedModel, load_model, load_tokenizer, resolve
+from ftsdk.models.loading import DEFAULT_MODEL, ResolvedModel, load_model, load_tokenizer, resolve
 from ftsdk.models.spec import ModelSpec
 from ftsdk.plugin.errors import ConfigError
 from ftsdk.plugin.kinds import Adapter, Objective
 from ftsdk.plugin.settings import validate_config
 from ftsdk.training.distributed.config import DistributedConfig
 from ftsdk.training.recipe import Recipe, TrainingConfig
+from ftsdk.training.result import FitResult, Prompt
+from ftsdk.training.save import TrainedRun, run_record, save_run
 from ftsdk.training.trainer import mixed_precision
 
 if TYPE_CHECKING:
     from ftsdk.evaluation.results import Comparison
-
-Prompt = str | Conversation
-
-
-@dataclass
-class FitResult:
-    """What :meth:`Tuner.fit` produced, and what to do with it next::
-
-        result = tuner.fit("train.jsonl", output_dir="runs/first")
-        result.generate("Where is my order #LM-1234?")      # the tuned model replies
-        result.evaluate("val.jsonl")                         # base vs tuned report, into runs/first/eval
-        result.merge("runs/first-merged")                    # the adapter merged into its base: a plain model
-        tuner = result.reload()                              # Tuner.load of runs/first
-
-    ``generate`` and ``evaluate`` use the tuner that trained it while that tuner still holds this fit's model,
-    else the folder reloaded; ``merge`` is :func:`ftsdk.merging.adapter.merge_adapter`.
-    """
-
-    output_dir: Path
-    metrics: dict[str, float]
-    manifest: dict[str, Any]
-    log_history: list[dict[str, Any]]
-    #: what ``ftsdk data check`` found in the data trained on, by split (the training report shows it)
-    data_checks: dict[str, dict[str, Any]] = field(default_factory=dict)
-    tuner: Tuner | None = field(default=None, repr=False, compare=False)
-
-    def generate(self, prompts: Prompt | list[Prompt], **options: Any) -> str | list[str]:
-        """Reply with the tuned model: :meth:`Tuner.generate` (max_new_tokens, temperature, batch_size)."""
-        return self._tuned().generate(prompts, **options)
-
-    def evaluate(self, data: str | Path, **options: Any) -> Comparison:
-        """Compare the base and the tuned model on held-out ``data``: :meth:`Tuner.evaluate`."""
-        return self._tuned().evaluate(data, **options)
-
-    def merge(self, output_dir: str | Path, **options: Any) -> Path:
-        """Merge the trained adapter into its base model, written to ``output_dir``; see
-        :func:`ftsdk.merging.adapter.merge_adapter` for ``options`` (dtype, base_weights, overwrite, ...)."""
-        from ftsdk.merging.adapter import merge_adapter
-
-        return merge_adapter(self.output_dir, output_dir, **options)
-
-    def reload(self, *, trust_remote_code: bool = False) -> Tuner:
-        """A fresh :class:`Tuner` with this output loaded (:meth:`Tuner.load`)."""
-        return Tuner.load(self.output_dir, trust_remote_code=trust_remote_code)
-
-    def _tuned(self) -> Tuner:
-        if self.tuner is None or self.tuner.model is None or self.tuner.output_dir != self.output_dir:
-            self.tuner = self.reload()
-        return self.tuner
-
-
-@dataclass
-class _Trained:
-    """A finished training run, before it is saved."""
-
-    model: Any
-    tokenizer: Any
-    outcome: Any
-    train_set: DataSet
-    eval_set: DataSet | None
-    seconds: float
 
 
 class Tuner:
@@ -257,7 +193,7 @@ class Tuner:
     def _fit(
         self, train_set: DataSet, eval_set: DataSet | None, output: Path, overwrite: bool, world: Any,
         resume: bool | str | Path, force_resume: bool,
-    ) -> tuple[_Trained, dict[str, Any], dict[str, dict[str, Any]]]:
+    ) -> tuple[TrainedRun, dict[str, Any], dict[str, dict[str, Any]]]:
         self.adapter.check_training(self.training, self.objective)
         self._check_pairing()
         from ftsdk.training.tracking import check_trackers
@@ -288,7 +224,7 @@ class Tuner:
     def _train(
         self, train_set: DataSet, eval_set: DataSet | None, output: Path, overwrite: bool, start: Any,
         run_fingerprint: dict[str, Any],
-    ) -> tuple[_Trained, dict[str, Any], dict[str, dict[str, Any]]]:
+    ) -> tuple[TrainedRun, dict[str, Any], dict[str, dict[str, Any]]]:
         import contextlib
         import shutil
 
@@ -346,39 +282,18 @@ class Tuner:
             from ftsdk.training.trainer import check_trained
 
             outcome = check_trained(self.objective.train(job), self.objective.name)
-            run = _Trained(model, tokenizer, outcome, train_set, eval_set, time.perf_counter() - started)
+            run = TrainedRun(model, tokenizer, outcome, train_set, eval_set, time.perf_counter() - started)
             checks: dict[str, dict[str, Any]] = {}
             with full_parameters(model, world.is_main):  # every process gathers; the main one writes
                 if world.is_main:
-                    manifest, checks = self._save(run, output, overwrite)
+                    manifest, checks = save_run(self, run, output, overwrite)
                     if tracking is not None:
                         tracking.finish(output, outcome.metrics)
             if not world.is_main:
-                manifest = {**manifest_header(self.adapter.produces), **self._record(run), "loss_plot": None}
+                manifest = {**manifest_header(self.adapter.produces), **run_record(self, run), "loss_plot": None}
         if keeps_checkpoints and world.is_main:
             shutil.rmtree(checkpoints, ignore_errors=True)  # the run is complete: its output replaces them
         return run, manifest, checks
-
-    def _save(self, run: _Trained, output: Path, overwrite: bool) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-        """Write the trained adapter or model, tokenizer, loss curve, manifest, model card and run report.
-
-        The report's data statistics are those of the data in memory, the data trained on (not re-read).
-        """
-        from ftsdk.evaluation.report import data_stats, write_training_report
-        from ftsdk.training.report import model_card
-
-        sets = {"train": run.train_set, "eval": run.eval_set}
-        checks = {split: data_stats(data, run.tokenizer) for split, data in sets.items() if data is not None}
-        with write_output(output, kind=self.adapter.produces, overwrite=overwrite, card=model_card) as out:
-            self.adapter.save(run.model, str(out.folder))
-            run.tokenizer.save_pretrained(out.folder)
-            (out.folder / "log_history.json").write_text(json.dumps(run.outcome.log_history, indent=1),
-                                                         encoding="utf-8")
-            out.plot_losses(run.outcome.log_history, title=f"{output.name}: loss")
-            out.manifest.update(self._record(run))
-            out.manifest["best"] = run.outcome.best  # keep-best / early stopping (ftsdk.training.early_stopping)
-            write_training_report(out.folder, out.manifest, checks)
-        return out.manifest, checks
 
     def merge_adapter(self, output_dir: str | Path, **options: Any) -> Path:
         """Merge the adapter this tuner trained or loaded into its base; see :func:`ftsdk.merging.adapter.merge_adapter`."""
@@ -489,14 +404,6 @@ class Tuner:
         self.model = self.objective.prepare_model(loaded)
         return self.model, self.tokenizer
 
-    def _distributed_summary(self) -> dict[str, Any] | None:
-        from ftsdk.training.distributed.world import current_world
-
-        world = current_world()
-        if self.distributed is None and not world.distributed:
-            return None
-        return {"world_size": world.size, **(self.distributed or DistributedConfig()).model_dump(mode="json")}
-
     def _fingerprint(self, train_set: DataSet, eval_set: DataSet | None, world_size: int) -> dict[str, Any]:
         """What a checkpoint must share with this run to be continued by it (see ftsdk.training.checkpoints)."""
         from ftsdk.training.checkpoints import fingerprint
@@ -518,33 +425,3 @@ class Tuner:
             world_size=world_size,
             libraries=library_versions(),
         )
-
-    def _record(self, run: _Trained) -> dict[str, Any]:
-        """The training output's own manifest fields: what reproduces the run, and how it went."""
-        assert self._resolved is not None
-        placement = self._placement()
-        alias = ALIASES.get(self.model_spec.name)
-        return {
-            "adapter": producer("adapter", self.adapter),
-            "objective": producer("objective", self.objective),
-            "chat_template": self.chat_template_name,
-            "base_model": {
-                "reference": self._resolved.reference,
-                "origin": self._resolved.origin,
-                "source": self._resolved.source,
-                "hub_id": alias.hub_id if alias else (self._resolved.source if self._resolved.origin == "hub" else None),
-                "spec": self.model_spec.model_dump(mode="json"),
-            },
-            "training": self.training.model_dump(mode="json"),
-            "seed": self.training.seed,
-            "placement": {
-                "device": placement.device,
-                "dtype": placement.dtype_name,
-                "mixed_precision": mixed_precision(self.training, placement),
-                "threads": self._threads.as_dict() if self._threads else None,
-            },
-            "distributed": self._distributed_summary(),
-            "data": {"train": run.train_set.summary(), "eval": run.eval_set.summary() if run.eval_set else None},
-            "metrics": run.outcome.metrics,
-            "train_seconds": round(run.seconds, 2),
-        }
