@@ -170,3 +170,12 @@ def test_a_cancelled_request_stops_waiting_at_once() -> None:
 def test_batching_options_are_validated(option: str, value: float) -> None:
     with pytest.raises(ValidationError, match=option):
         ServeConfig(base="smollm2-135m", **{option: value})
+
+
+def test_sampled_rows_share_a_batch_and_keep_their_own_lengths(backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    jobs = [GenerationJob(_ids(backend, p), a, n, temperature=0.8, top_p=0.95)
+            for p, a, n in zip(PROMPTS, [None, "alpha", "beta", None], [2, 5, 9, 12], strict=True)]
+    results = _batched(backend, jobs, monkeypatch)
+    for (text, tokens, reason), job in zip(results, jobs, strict=True):
+        assert 0 < tokens <= job.max_tokens
+        assert reason == "stop" if tokens < job.max_tokens else reason in ("stop", "length")  # EOS as the last
