@@ -58,3 +58,28 @@ def test_every_numeric_option_takes_a_gradient_and_filters(info):
     for model, key, rest in options:
         model.model_validate(rest | {key: [0.5, 1.0]})
         model.model_validate(rest | {key: [{"filter": "mlp", "value": [0.5, 1.0]}, {"value": 0.5}]})
+
+
+def test_a_required_option_without_an_example_fails_the_config_check():
+    from pydantic import Field
+
+    from ftsdk import PluginConfig, TensorMerger
+    from ftsdk.testing.conformance import ConformanceError, check_config
+
+    class NeedsT(PluginConfig):
+        """Options of a merger whose required option declares no example."""
+
+        t: float = Field(description="Required, with no example.")
+
+    class NoExample(TensorMerger):
+        name = "no-example"
+        summary = "a test double"
+        Config = NeedsT
+
+        def merge_tensor(self, job):
+            return job.inputs[0]
+
+    assert required_examples(NoExample) == {}
+    with pytest.raises(ConformanceError, match="does not validate"):
+        check_config(NoExample)
+    check_config(NoExample, {"t": 0.5})
