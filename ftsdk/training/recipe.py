@@ -69,6 +69,16 @@ class TrainingConfig(StrictModel):
         None, ge=1, le=MAX_STEPS, description="Evaluate every this many steps; None evaluates once per epoch."
     )
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    head_on_trained_positions: bool = Field(
+        True, description="Compute the LM head and the loss only at the positions that are trained (the replies), "
+        "not at every position: the same loss and gradients, faster and leaner. TRL does this on CUDA; ftsdk on "
+        "every device (sft, grpo). False scores every position and masks the rest (TRL's CPU behaviour).",
+    )
+    group_by_length: bool = Field(
+        False, description="Batch rows of similar length together (transformers' length-grouped sampler, "
+        "shuffled mega-batches of 50 batches): far less padding, so faster steps; the order of rows changes, "
+        "so the trajectory differs from a plain shuffle.",
+    )
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
         "auto",
         description="Autocast precision: auto = bf16 where the device computes bf16 natively (recent GPUs, CPUs "

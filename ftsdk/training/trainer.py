@@ -119,6 +119,7 @@ def trainer_arguments(job: TrainJob) -> dict[str, Any]:
         "run_name": job.run_name,
         "disable_tqdm": True,  # ftsdk draws its own progress bar
         checkpointing: t.gradient_checkpointing,
+        **({"train_sampling_strategy": "group_by_length"} if t.group_by_length else {}),
         # TRL/Trainer defaults assume a GPU: say explicitly where we run and in which precision
         "use_cpu": job.placement.on_cpu,
         "bf16": precision == "bf16",

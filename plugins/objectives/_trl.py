@@ -10,6 +10,7 @@ from ftsdk import Adapter, Objective
 from ftsdk.console import quiet_datasets
 from ftsdk.plugin.errors import ConfigError
 from ftsdk.plugin.jobs import TrainJob, TrainOutcome
+from ftsdk.training.trained_positions import trained_positions_only
 from ftsdk.training.trainer import run_trainer, trainer_arguments
 
 #: the keys of a row that hold the model's replies (wrapped as assistant turns in chat form)
@@ -78,7 +79,8 @@ class TrlObjective(Objective):
                 **self.trainer_extras(job),
             )
         try:
-            return run_trainer(trainer)
+            with trained_positions_only(job.training.head_on_trained_positions):
+                return run_trainer(trainer)
         finally:
             drop_reference_adapter(job.model)
 

@@ -11,6 +11,7 @@ from ftsdk.console import quiet_datasets
 from ftsdk.plugin.errors import DataError
 from ftsdk.plugin.jobs import TrainJob, TrainOutcome
 from ftsdk.training.replay import ReplayOptions
+from ftsdk.training.trained_positions import trained_positions_only
 from ftsdk.training.trainer import run_trainer, trainer_arguments
 
 
@@ -82,7 +83,8 @@ class SftObjective(Objective):
                 callbacks=job.callbacks,
                 **extras,
             )
-        return run_trainer(trainer)
+        with trained_positions_only(job.training.head_on_trained_positions):
+            return run_trainer(trainer)
 
     def _dataset(self, job: TrainJob, examples: Any, role: str, replay: ReplayOptions | None = None) -> Any:
         from datasets import Dataset
