@@ -16,16 +16,24 @@ import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, cast
 
 from pydantic import Field, model_validator
 
-from ftsdk import PluginConfig, hookimpl
+from ftsdk import (
+    ConfigError,
+    MergeInput,
+    Merger,
+    MergeRequest,
+    ModelLoadError,
+    PluginConfig,
+    Setting,
+    SettingOf,
+    hookimpl,
+)
 from ftsdk.artifacts import sha256_file
 from ftsdk.merging.engine import TOKENIZER_FILES
-from ftsdk.plugin.errors import ConfigError, ModelLoadError
-from ftsdk.plugin.jobs import MergeInput, MergeRequest
-from ftsdk.plugin.kinds import Merger
+from ftsdk.plugin.per_layer import evaluate, layer_position
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -67,7 +75,10 @@ class PeftAdaptersOptions(PluginConfig):
 class PeftAdapterInput(PluginConfig):
     """Options of each adapter."""
 
-    weight: float = Field(1.0, description="Factor of this adapter's update (may be negative).")
+    weight: Annotated[Setting, SettingOf()] = Field(
+        1.0, description="Factor of this adapter's update (may be negative): a number, or with combination_type cat "
+        "or svd also a per-layer gradient [0, 0.5, 1] or filtered entries [{filter: mlp, value: 0.7}, {value: 1}].",
+    )
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,10 @@ class PeftAdaptersMerger(Merger):
         if not adapters:
             raise ConfigError("peft_adapters needs at least one adapter under models")
         combination = self.config.combination_type
+        varying = [a.source.label for a in adapters if isinstance(a.source.params.weight, list)]  # type: ignore[attr-defined]
+        if varying and combination not in ("cat", "svd"):
+            raise ConfigError(f"{', '.join(varying)}: a per-layer weight needs combination_type cat or svd, not "
+                              f"{combination}", hint="use one number per adapter, or combination_type cat")
         if combination in EQUAL_RANKS and len({a.rank for a in adapters}) > 1:
             ranks = ", ".join(f"{a.source.label} r={a.rank}" for a in adapters)
             raise ConfigError(f"combination_type {combination} needs adapters of equal rank: {ranks}",
@@ -153,6 +168,26 @@ class PeftAdaptersMerger(Merger):
         return Path(resolved.source)
 
 
+def scale_updates(peft_model: Any, names: list[str], weights: list[Setting], num_layers: int) -> None:
+    """Multiply each input's LoRA B, module by module, by its weight there (None: no filter matched, so 1).
+
+    cat and svd combine the weighted updates ``sum(w_i * B_i A_i)`` linearly in each weight, so scaling B_i
+    and combining with weight 1 gives exactly the per-layer weighted sum.
+    """
+    import torch
+
+    with torch.no_grad():
+        for module_name, module in peft_model.named_modules():
+            t = layer_position(module_name, num_layers)
+            for attribute in ("lora_B", "lora_embedding_B"):
+                factors = getattr(module, attribute, None)
+                for name, weight in zip(names, weights) if factors is not None else ():
+                    if name in factors:
+                        value = evaluate(weight, module_name, t)
+                        tensor = factors[name]
+                        (tensor.weight if hasattr(tensor, "weight") else tensor).mul_(1.0 if value is None else value)
+
+
 class AdapterMerge:
     """A checked adapter merge, ready to run."""
 
@@ -176,7 +211,10 @@ class AdapterMerge:
             peft_model = PeftModel.from_pretrained(model, self.adapters[0].path, adapter_name=names[0])
             for name, adapter in zip(names[1:], self.adapters[1:]):
                 peft_model.load_adapter(adapter.path, adapter_name=name)
-        weights = [float(a.source.params.weight) for a in self.adapters]  # type: ignore[attr-defined]
+        weights = [a.source.params.weight for a in self.adapters]  # type: ignore[attr-defined]
+        if any(isinstance(w, list) for w in weights):  # per-layer weights: scale each update, combine with weight 1
+            scale_updates(peft_model, names, weights, model.config.num_hidden_layers)
+            weights = [1.0] * len(names)
         with torch.random.fork_rng(devices=[]):
             if self.seed is not None:
                 torch.manual_seed(self.seed)

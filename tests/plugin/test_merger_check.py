@@ -11,7 +11,8 @@ from ftsdk.testing.check_merger import example_parameters
 from ftsdk.testing.conformance import required_examples
 
 BUILT_IN = [i for i in plugins.list_plugins("merger") if i.cls.__module__.startswith("ftsdk_plugins.")]
-#: PEFT's add_weighted_adapter takes one number per adapter and per option: no per-layer values
+#: PEFT's add_weighted_adapter takes one density and svd_clamp per merge; peft_adapters' weight varies by layer
+#: with cat and svd only (tests/plugin/test_peft_per_layer.py)
 SCALAR_ONLY = {"peft_adapters"}
 
 
