@@ -81,10 +81,8 @@ def _merged(
     placement = choose_placement(spec.device, spec.dtype)
     resolved = resolve(spec)
     head = HEAD_OF_TASK.get(str(peft_config.task_type), "causal_lm")
-    if adapter is not None and base_weights == "as_trained":
-        base = adapter.load_model(resolved, spec, placement, head)
-    else:
-        base = load_model(resolved, spec, placement, head=head)
+    as_trained = adapter.load_options(placement, head) if adapter is not None and base_weights == "as_trained" else {}
+    base = load_model(resolved, spec, placement, head=head, **as_trained)
     dequantized = getattr(base, "hf_quantizer", None) is not None
     if dequantized:  # the weights the adapter was trained on, in full precision (QLoRA)
         base = base.dequantize(dtype=placement.dtype).to(placement.device)

@@ -68,3 +68,17 @@ def test_length_grouped_batches_hold_rows_of_similar_length(tiny_model_dir, tmp_
     shuffled = [list(range(32))[i::8] for i in range(8)]  # rows of every length in each batch
     assert padding < sum(4 * max(lengths[j] for j in b) - sum(lengths[j] for j in b) for b in shuffled) / 2
     assert json.loads((tmp_path / "grouped" / "ftsdk.json").read_text())["training"]["group_by_length"] is True
+
+
+@pytest.mark.parametrize("objective", ["dpo", "orpo"])
+def test_preference_objectives_score_trained_positions_with_the_same_losses(objective, tiny_model_dir, tiny_data,
+                                                                             tmp_path):
+    """DPO and ORPO take sequence log-probabilities from TRL's fused head: the completions' positions only."""
+    data = tiny_data("preference", count=16)
+    runs = {}
+    for compact in (True, False):
+        tuner = Tuner(str(tiny_model_dir), adapter="lora", objective=objective, adapter_config={"r": 8, "dropout": 0.0},
+                      training=TRAINING | {"max_steps": 3, "head_on_trained_positions": compact})
+        result = tuner.fit(data, output_dir=tmp_path / f"{objective}-{compact}")
+        runs[compact] = [e["loss"] for e in result.log_history if "loss" in e]
+    assert runs[True] == pytest.approx(runs[False], abs=1e-5)
