@@ -78,10 +78,10 @@ class TransformersBackend(Backend):
         self.model, self.tokenizer, self.adapter_off, self.max_length = model, tokenizer, adapter_off, max_length
         self._merged: Any = None
 
-    def _evaluated(self, probe: list[int]) -> Any:
-        """The model to run: a merged copy of a LoRA model where merging is exact on ``probe``, else the model."""
+    def _evaluated(self, probes: list[list[int]]) -> Any:
+        """The model to run: a merged copy of a LoRA model where merging is exact on ``probes``, else the model."""
         if self._merged is None:
-            self._merged = self.model if self.adapter_off else exact_merge(self.model, probe)
+            self._merged = self.model if self.adapter_off else exact_merge(self.model, probes)
         return self._merged
 
     @contextlib.contextmanager
@@ -108,7 +108,7 @@ class TransformersBackend(Backend):
             prompts, replies = prompts_and_replies(self.tokenizer, conversations, labels, self.max_length)
             table = reply_table(self.tokenizer, labels, replies)
             apart = [i for i, (prompt, own) in enumerate(zip(prompts, ids)) if prompt != own]
-        model = self._evaluated(ids[0])
+        model = self._evaluated(ids[:4])
         with self._active():
             done = answer(model, self.tokenizer, ids, max_new_tokens=options.max_new_tokens,
                           batch_size=options.batch_size, labels=table)
@@ -138,9 +138,10 @@ class TransformersBackend(Backend):
         return out
 
     def label_scores(self, conversations: list[Conversation], labels: list[str]) -> list[list[float]]:
+        from ftsdk.evaluation.answering import generation_ids
         from ftsdk.evaluation.labels import label_log_likelihoods
 
-        model = self._evaluated([self.tokenizer.pad_token_id])
+        model = self._evaluated(generation_ids(self.tokenizer, conversations[:4]))
         with self._active():
             return label_log_likelihoods(model, self.tokenizer, conversations, labels, max_length=self.max_length)
 
@@ -151,14 +152,15 @@ class TransformersBackend(Backend):
             return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
         ids, masks = zip(*(reply_tokens(self.tokenizer, encode, c, self.max_length) for c in conversations))
-        model = self._evaluated(ids[0])
+        model = self._evaluated(list(ids[:4]))
         with self._active():
             return split_perplexity(token_nlls(model, list(ids)), list(masks))
 
 
-def exact_merge(model: Any, probe: list[int], tolerance: float = 1e-5) -> Any:
-    """A merged copy of a float32 LoRA model (PEFT ``merge_and_unload`` on a deep copy) when its logits on ``probe``
-    match the unmerged model's within ``tolerance``; otherwise (other adapters, other dtypes, a mismatch) ``model``."""
+def exact_merge(model: Any, probes: list[list[int]], tolerance: float = 1e-5) -> Any:
+    """A merged copy of a float32 LoRA model (PEFT ``merge_and_unload`` on a deep copy) when its logits on every
+    prompt of ``probes`` match the unmerged model's within ``tolerance``; otherwise (other adapters, other dtypes,
+    a mismatch) ``model``. A trained adapter's merge is often not exact in float32 (rounding of W + BA)."""
     import torch
 
     config = getattr(model, "peft_config", {}).get(getattr(model, "active_adapter", None))
@@ -166,13 +168,16 @@ def exact_merge(model: Any, probe: list[int], tolerance: float = 1e-5) -> Any:
         return model
     if any(p.dtype != torch.float32 for p in model.parameters()):
         return model
-    merged = copy.deepcopy(model).merge_and_unload().eval()
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            ids = torch.tensor([probe], device=model.device)
-            gap = (model(input_ids=ids).logits - merged(input_ids=ids).logits).abs().max().item()
+            inputs = [torch.tensor([probe], device=model.device) for probe in probes]
+            expected = [model(input_ids=ids).logits for ids in inputs]
+            merged = copy.deepcopy(model).merge_and_unload().eval()
+            gap = max(max((model(input_ids=ids).logits - want).abs().max().item(),
+                          (merged(input_ids=ids).logits - want).abs().max().item())
+                      for ids, want in zip(inputs, expected))
     finally:
         model.train(was_training)
     return merged if gap <= tolerance else model
