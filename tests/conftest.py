@@ -10,5 +10,4 @@ def no_model_loading(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the error")
 
-    monkeypatch.setattr("ftsdk.models.loading.resolve", refuse)  # looked up at call time (export)
-    monkeypatch.setattr("ftsdk.training.tuner.resolve", refuse)  # imported by name into the tuner
+    monkeypatch.setattr("ftsdk.models.loading.resolve", refuse)  # every caller looks it up at call time

@@ -62,7 +62,7 @@ def _last_json(capsys) -> str:
 )
 def test_bad_recipes_fail_fast_with_the_place_named(recipe_folder, capsys, overrides, expected, monkeypatch):
     folder, model = recipe_folder
-    monkeypatch.setattr("ftsdk.training.tuner.resolve", lambda *a: pytest.fail("loaded a model before validating"))
+    monkeypatch.setattr("ftsdk.models.loading.resolve", lambda *a: pytest.fail("loaded a model before validating"))
     assert main(["train", write_recipe(folder, model=model, **overrides)]) == 2
     error = capsys.readouterr().err
     assert error.startswith("ftsdk: error:") and expected in error

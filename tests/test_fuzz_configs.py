@@ -213,7 +213,7 @@ def test_train_command_refuses_bad_recipes_cleanly(tmp_path, monkeypatch, capsys
     def would_load(*args: Any) -> None:
         raise FtsdkError("valid: would load the model now")  # stop before any model is loaded
 
-    monkeypatch.setattr("ftsdk.training.tuner.resolve", would_load)
+    monkeypatch.setattr("ftsdk.models.loading.resolve", would_load)
     folder, path = fresh(tmp_path, "recipe.yaml", case[1])
     monkeypatch.chdir(folder)
     with writes_nothing(folder, "recipe.yaml"):

@@ -104,7 +104,7 @@ def test_full_fine_tuning_with_a_reward_model_and_evaluation(tiny_model_dir, tmp
     ],
 )
 def test_impossible_ppo_runs_fail_before_loading(tiny_model_dir, tmp_path, monkeypatch, config, training, message):
-    monkeypatch.setattr("ftsdk.training.tuner.resolve", lambda *a, **k: pytest.fail("a model was loaded before the error"))
+    monkeypatch.setattr("ftsdk.models.loading.resolve", lambda *a, **k: pytest.fail("a model was loaded before the error"))
     with pytest.raises(ConfigError, match=message):
         run_ppo(tiny_model_dir, tmp_path / "out", training, config=PPO | config)
 

@@ -95,7 +95,7 @@ def test_concurrent_writers_fail_with_the_holder_pid(tiny_model_dir, tmp_path, m
     try:
         from ftsdk import Chain, merge
 
-        monkeypatch.setattr("ftsdk.training.tuner.resolve", lambda *a, **k: pytest.fail("a model was loaded"))
+        monkeypatch.setattr("ftsdk.models.loading.resolve", lambda *a, **k: pytest.fail("a model was loaded"))
 
         with pytest.raises(OutputInUseError, match=f"{out} is in use by PID {holder.pid}"):
             merge(config)

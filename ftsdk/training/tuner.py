@@ -20,8 +20,9 @@ from ftsdk.artifacts import (
 )
 from ftsdk.data.loading import DataSet, load_dataset
 from ftsdk.data.sources import Source
+from ftsdk.models import loading
 from ftsdk.models.device import ThreadChoice, choose_threads, torch_threads
-from ftsdk.models.loading import DEFAULT_MODEL, ResolvedModel, load_model, load_tokenizer, resolve
+from ftsdk.models.loading import DEFAULT_MODEL, ResolvedModel, load_model, load_tokenizer
 from ftsdk.models.spec import ModelSpec
 from ftsdk.plugin.errors import ConfigError
 from ftsdk.plugin.kinds import Adapter, Objective
@@ -393,7 +394,7 @@ class Tuner:
         return choose_placement(self.model_spec.device, self.model_spec.dtype)
 
     def _load_base(self, resolved: ResolvedModel | None = None) -> tuple[Any, Any]:
-        self._resolved = resolved or resolve(self.model_spec)
+        self._resolved = resolved or loading.resolve(self.model_spec)
         self.tokenizer = load_tokenizer(self._resolved, self.model_spec)
         if self.chat_template is not None:
             self.tokenizer.chat_template = self.chat_template  # saved with the output's tokenizer
