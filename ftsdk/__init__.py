@@ -26,9 +26,9 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Tuner": "ftsdk.training.tuner",
-    "FitResult": "ftsdk.training.tuner",
+    "FitResult": "ftsdk.training.result",
     "Recipe": "ftsdk.training.recipe",
-    "ModelSpec": "ftsdk.training.recipe",
+    "ModelSpec": "ftsdk.models.spec",
     "TrainingConfig": "ftsdk.training.recipe",
     "plugins": "ftsdk.plugin.registry",
     "merge": "ftsdk.merging",
@@ -67,8 +67,9 @@ if TYPE_CHECKING:
     from ftsdk.quantizing.run import quantize
     from ftsdk.training.estimate import estimate
     from ftsdk.training.recipe import Recipe, TrainingConfig
+    from ftsdk.training.result import FitResult
     from ftsdk.training.trainer import run_trainer, trainer_arguments
-    from ftsdk.training.tuner import FitResult, Tuner
+    from ftsdk.training.tuner import Tuner
 
 
 def __getattr__(name: str) -> Any:

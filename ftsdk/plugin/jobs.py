@@ -20,14 +20,21 @@ if TYPE_CHECKING:
 class TrainJob:
     """Everything an objective needs to train: the wrapped model, the data and the settings."""
 
+    #: the base model, prepared by the objective and wrapped by the adapter: what trains
     model: PreTrainedModel
+    #: the base model's tokenizer (its chat template renders the conversations)
     tokenizer: PreTrainedTokenizerBase
     #: the objective's data task's examples: conversations for "sft", dicts for other tasks
     train_examples: list[Any]
+    #: the evaluation split's examples, in the same shape; None when no eval data was given
     eval_examples: list[Any] | None
+    #: the recipe's training settings (steps, learning rate, batch size, precision, ...)
     training: TrainingConfig
+    #: the device and dtype the model is on
     placement: Placement
+    #: a scratch folder for the trainer's own files (checkpoints when saving is on)
     work_dir: Path
+    #: Trainer callbacks ftsdk adds (progress bar, checkpoints, trackers, early stopping): pass them on
     callbacks: list[TrainerCallback] = field(default_factory=list)
     #: several processes: the strategy (None: one process, or DDP when a launcher started several)
     distributed: DistributedConfig | None = None
@@ -41,7 +48,9 @@ class TrainJob:
 class TrainOutcome:
     """Final metrics and the per-step log of a training run."""
 
+    #: the final value of each logged metric (train_loss, eval_loss, num_tokens, ...)
     metrics: dict[str, float]
+    #: every logged entry, in order (the Trainer's ``state.log_history``): the loss curve and the report read it
     log_history: list[dict[str, Any]]
     #: keep-best / early stopping: the metric, its best value and step, restored or not (ftsdk.training.early_stopping)
     best: dict[str, Any] | None = None
@@ -65,7 +74,9 @@ class QuantizeJob:
 class MergeInput:
     """One input as the config names it, with its own options (validated, unresolved)."""
 
+    #: the model as the config names it: a folder, an adapter folder or an alias
     reference: str
+    #: its per-input options (``weight``, ``density``...), validated against the merger's ``InputParams``
     params: PluginConfig
     #: position under ``models``; None for a base model the list does not name
     index: int | None
@@ -82,6 +93,7 @@ class MergeInput:
 class MergeRequest:
     """What a merger is asked to do."""
 
+    #: the merger's name
     method: str
     #: the inputs in config order; the base model is last when ``models`` does not name it (as in mergekit)
     inputs: tuple[MergeInput, ...]
@@ -89,10 +101,13 @@ class MergeRequest:
     base: MergeInput | None
     #: per-input options set for every input under the config's ``parameters``
     defaults: PluginConfig
+    #: the dtype the math runs in (None: the inputs' own)
     dtype: str | None
+    #: the dtype the output is saved in (None: ``dtype``)
     out_dtype: str | None
     #: the input whose tokenizer (and vocabulary size) the output takes
     tokenizer_source: MergeInput
+    #: the largest safetensors shard the output is written in, in bytes
     max_shard_size: int
     #: torch threads for the math while merging (None: every core but one)
     threads: int | None = None
@@ -109,6 +124,7 @@ class LaunchRequest:
 
     #: ``ftsdk`` arguments of every process (``["train", RECIPE, ...]``), without the launch options
     argv: list[str]
+    #: the recipe's ``distributed`` section with the command line's settings applied
     distributed: DistributedConfig
     #: the run's output folder (checkpoints go beside it): on shared storage for several nodes
     output_dir: Path

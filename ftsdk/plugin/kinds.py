@@ -169,6 +169,8 @@ class Merger(Plugin):
 
     kind: ClassVar[str] = "merger"
     InputParams: ClassVar[type[PluginConfig]] = PluginConfig
+    #: what its inputs are: "models" (model folders) or "adapters" (LoRA adapters of one base)
+    merges: ClassVar[str] = "models"
 
     @abstractmethod
     def prepare(self, request: MergeRequest) -> PreparedMerge:

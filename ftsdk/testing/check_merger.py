@@ -147,7 +147,7 @@ def check_merger(
 
     Run through :func:`ftsdk.merge` with ``parameters`` (the merge config's top-level parameters: method
     options and per-input defaults such as ``weight``) over :func:`example_parameters`, once per input dtype in
-    ``dtypes``. ``inputs`` defaults to the merger's ``merges`` attribute ("models" when it has none). Checked: the
+    ``dtypes``. ``inputs`` defaults to the merger's ``merges`` attribute. Checked: the
     output keeps every tensor's name and dtype (and shape, for models; an adapter merge may change the rank),
     loads in transformers (or PEFT) and computes finite logits; merging again gives bitwise equal tensors
     when ``deterministic`` (give random methods a ``seed``); inputs that do not fit the base fail with a
@@ -159,7 +159,7 @@ def check_merger(
     require_installed(cls)
     root = Path(tmp_path)
     parameters = example_parameters(cls) | dict(parameters or {})
-    inputs = inputs or getattr(cls, "merges", "models")
+    inputs = inputs or cls.merges
     if base is None:
         from ftsdk.testing.tiny import build_tiny_model
 

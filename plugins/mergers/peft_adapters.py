@@ -120,7 +120,7 @@ class PeftAdaptersMerger(Merger):
     summary = "LoRA adapters of one base combined with PEFT add_weighted_adapter (cat and svd are exact)"
     Config = PeftAdaptersOptions
     InputParams = PeftAdapterInput
-    merges: ClassVar[str] = "adapters"  # what the conformance kit merges: LoRA adapters of its tiny base
+    merges: ClassVar[str] = "adapters"
     requires = ("peft", "transformers", "torch")
 
     config: PeftAdaptersOptions
