@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Tuner": "ftsdk.training.tuner",
-    "FitResult": "ftsdk.training.result",
+    "FitResult": "ftsdk.training.tuner",
     "Recipe": "ftsdk.training.recipe",
     "ModelSpec": "ftsdk.models.spec",
     "TrainingConfig": "ftsdk.training.recipe",
