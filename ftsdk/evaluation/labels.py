@@ -88,7 +88,7 @@ def prompts_and_replies(
 
     prompts, replies = [], []
     for index, conversation in enumerate(conversations):
-        for position, label in enumerate(labels):
+        for position, label in enumerate(labels if index == 0 else labels[:1]):
             reply = {"role": "assistant", "content": label}
             example = tokenize_conversation(tokenizer, [*conversation, reply], max_length=sys.maxsize)
             first = next(i for i, tag in enumerate(example.labels) if tag != IGNORE_INDEX)
