@@ -77,9 +77,10 @@ def _ids(backend: Any, text: str) -> list[int]:
     return backend.text_prompt_ids(text)
 
 
-def test_batched_greedy_equals_unbatched_for_prompts_of_different_lengths(backend: Any,
+@pytest.mark.parametrize("adapter", [None, "alpha"])
+def test_batched_greedy_equals_unbatched_for_prompts_of_different_lengths(backend: Any, adapter: str | None,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    jobs = [GenerationJob(_ids(backend, p), None, 12, temperature=0.0) for p in PROMPTS]
+    jobs = [GenerationJob(_ids(backend, p), adapter, 12, temperature=0.0) for p in PROMPTS]
     assert len({len(job.prompt_ids) for job in jobs}) == len(jobs)  # every row padded differently
     assert _batched(backend, jobs, monkeypatch) == [_alone(backend, job) for job in jobs]
 

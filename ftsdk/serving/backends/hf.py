@@ -184,18 +184,22 @@ class TransformersBackend(Backend):
     def _run_batch(self, group: list[Pending]) -> None:
         """Generate ``group`` (same sampling options) as one batch; fill in each request's text and counts."""
         with self._lock:
-            if self.peft is None:
-                model, known = self.model, [p for p in group if p.job.adapter is None]
-            else:
-                model, known = self.peft, [p for p in group if p.job.adapter in (None, *self.peft.peft_config)]
+            loaded = (None, *self.peft.peft_config) if self.peft is not None else (None,)
+            known = [p for p in group if p.job.adapter in loaded]
             for pending in group:
-                if pending not in known:
+                if pending.job.adapter not in loaded:
                     pending.error = UnknownAdapterError(pending.job.adapter)
             if not known:
                 return
-            names = None if self.peft is None else [p.job.adapter or BASE_ROW for p in known]
-            rows = generate_rows(model, self.tokenizer, [p.job for p in known], [p.generation for p in known],
-                                 names, self._eos)
+            names = None
+            if len({p.job.adapter for p in known}) == 1:  # one adapter: no per-row routing in every LoRA layer
+                model, context = self._select(known[0].job.adapter)
+            else:
+                model, context = self.peft, contextlib.nullcontext()
+                names = [p.job.adapter or BASE_ROW for p in known]
+            with context:
+                rows = generate_rows(model, self.tokenizer, [p.job for p in known], [p.generation for p in known],
+                                     names, self._eos)
         for pending, row in zip(known, rows, strict=True):
             stops = StopFilter(pending.job.stop)
             pending.text = stops.feed(self.tokenizer.decode(row.ids, skip_special_tokens=True)) + stops.flush()
