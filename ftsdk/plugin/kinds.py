@@ -83,6 +83,12 @@ class Adapter(Plugin):
     def wrap(self, model: Any) -> Any:
         """Return the model made ready for training (e.g. ``peft.get_peft_model``)."""
 
+    def initialize(self, model: Any, job: TrainJob) -> None:
+        """Finish initialising the wrapped ``model`` from ``job``'s training data (e.g. LoRA's EVA init).
+
+        Called once by the core after :meth:`wrap` and before the objective trains; the default does nothing.
+        """
+
     def save(self, model: Any, path: str) -> None:
         """Write what was trained to ``path`` in the format its consumer loads."""
         model.save_pretrained(path)
