@@ -90,7 +90,8 @@ def test_rank_alpha_patterns_and_layers(tiny_model_dir, chat_data, tmp_path):
     ("config", "message"),
     [
         ({"pissa_niter": 4}, "pissa_niter needs init: pissa"),
-        ({"init": "loftq"}, "adapter_config.init: Input should be 'default', 'gaussian', 'pissa' or 'olora'"),
+        ({"init": "corda"}, "adapter_config.init: Input should be 'default', 'gaussian', 'pissa', 'olora', 'loftq' "
+         "or 'eva'"),
         ({"rank_pattern": {"mlp": 0}}, "rank_pattern ranks must be at least 1"),
         ({"loraplus_lr_ratio": 0.5}, "adapter_config.loraplus_lr_ratio: Input should be greater than 1"),
         ({"layers_to_transform": []}, "layers_to_transform must list block indices"),
