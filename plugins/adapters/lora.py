@@ -183,6 +183,10 @@ class LoraAdapter(PeftAdapter):
         """EVA: set A from the SVD of each adapted layer's inputs on the first training batches (PEFT)."""
         if self.config.init != "eva":
             return
+        if job.distributed is not None and job.distributed.strategy != "ddp":
+            raise ConfigError(f"adapter_config.init: eva with distributed.strategy {job.distributed.strategy}: EVA "
+                              "replaces the LoRA matrices (new ranks) after the model is sharded",
+                              hint="use distributed.strategy: ddp, or init: pissa")
         import peft
 
         batches = eva_batches(job.tokenizer, job.train_examples, self.config.eva_batches, self.config.eva_batch_size,

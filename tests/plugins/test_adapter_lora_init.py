@@ -111,6 +111,14 @@ def test_eva_needs_conversations(tiny_model_dir, tmp_path, monkeypatch):
         tuner.fit(write_jsonl(tmp_path / "pairs.jsonl", rows), output_dir=tmp_path / "out")
 
 
+def test_eva_on_a_sharded_model_is_refused():
+    from types import SimpleNamespace
+
+    job = SimpleNamespace(distributed=SimpleNamespace(strategy="fsdp2"))
+    with pytest.raises(ConfigError, match="after the model is sharded"):
+        LoraAdapter({"init": "eva"}).initialize(None, job)
+
+
 @pytest.mark.skipif(not HAS_GPU, reason="PEFT 0.21 computes LoftQ on CUDA/XPU only")
 def test_loftq_base_plus_lora_is_closer_to_the_full_weights_than_the_quantized_base(tiny_model_dir):
     import peft
