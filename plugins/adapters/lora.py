@@ -212,10 +212,9 @@ class LoraAdapter(PeftAdapter):
 
 def eva_batches(tokenizer: Any, conversations: list[Any], batches: int, batch_size: int, max_length: int,
                 device: Any) -> list[dict[str, Any]]:
-    """The first ``batches`` batches of ``conversations`` as padded token tensors for EVA's SVD."""
+    """The first ``batches`` batches of ``conversations`` as padded token tensors for EVA's SVD (the loader gave the
+    tokenizer a pad token; the attention mask keeps padding out of the SVD)."""
     texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in conversations[:batches * batch_size]]
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     return [dict(tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
                            add_special_tokens=False, return_tensors="pt").to(device))
             for i in range(0, len(texts), batch_size)]
