@@ -206,10 +206,38 @@ def load_model(
     if head not in HEADS:
         raise ModelLoadError(f"unknown model head '{head}'", hint=f"heads are: {', '.join(HEADS)}")
     auto_class = getattr(transformers, HEADS[head])
+    check_attention(spec, placement)
+    if spec.attn_implementation != "auto":
+        kwargs["attn_implementation"] = spec.attn_implementation
     model = _from_pretrained(auto_class, resolved, spec, dtype=placement.dtype, **kwargs)
     if "quantization_config" not in kwargs:
         model.to(placement.device)
     return model
+
+
+#: attention kernels that need CUDA and a package of their own: the module to find, and how to install it
+_FLASH = {
+    "flash_attention_2": ("flash_attn", "pip install flash-attn --no-build-isolation"),
+    "flash_attention_3": ("flash_attn_interface", "build flash-attention's hopper/ folder (FlashAttention-3)"),
+}
+
+
+def check_attention(spec: ModelSpec, placement: Placement) -> None:
+    """Refuse, before any weight loads, a flash attention kernel without CUDA or without its package."""
+    if spec.attn_implementation not in _FLASH:
+        return
+    module, install = _FLASH[spec.attn_implementation]
+    if not placement.device.startswith("cuda"):
+        raise ConfigError(
+            f"attn_implementation '{spec.attn_implementation}' runs on CUDA GPUs only, and this model is placed on "
+            f"{placement.device}",
+            hint="use attn_implementation: sdpa (or auto) here, or run on a CUDA GPU",
+        )
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(
+            f"attn_implementation '{spec.attn_implementation}' needs the '{module}' package, which is not installed",
+            hint=f"install it ({install}) or use attn_implementation: sdpa",
+        )
 
 
 def _from_pretrained(auto_class: Any, resolved: ResolvedModel, spec: ModelSpec, **kwargs: Any) -> Any:

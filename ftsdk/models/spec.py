@@ -26,6 +26,14 @@ class ModelSpec(StrictModel):
         "auto", description="auto: bfloat16 on GPUs that support it, float32 elsewhere (bf16 is slow on most CPUs)."
     )
     trust_remote_code: bool = Field(False, description="Allow model code from the hub repo to run.")
+    attn_implementation: Literal[
+        "auto", "eager", "sdpa", "flex_attention", "flash_attention_2", "flash_attention_3"
+    ] = Field(
+        "auto",
+        description="The attention kernel: auto lets transformers choose (sdpa where the model supports it); eager "
+        "is plain PyTorch; flex_attention is torch's compiled attention; flash_attention_2/3 need CUDA and the "
+        "flash-attn package (varlen kernels: what makes padding-free batches fast).",
+    )
 
     @model_validator(mode="before")
     @classmethod

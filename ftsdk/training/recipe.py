@@ -79,6 +79,16 @@ class TrainingConfig(StrictModel):
         "shuffled mega-batches of 50 batches): far less padding, so faster steps; the order of rows changes, "
         "so the trajectory differs from a plain shuffle.",
     )
+    padding_free: Literal["auto"] | bool = Field(
+        "auto", description="sft: put each batch's rows end to end in one row with restarting position ids, no "
+        "padding (TRL's padding_free; rows still attend only to themselves). auto: on only on CUDA with a varlen "
+        "kernel (attn_implementation flash_attention_2/3), where it wins; off elsewhere (on CPU it is exact but "
+        "not faster: SDPA builds a dense block-diagonal mask). Not with replay.",
+    )
+    torch_compile: bool = Field(
+        False, description="Compile the model with torch.compile (transformers' torch_compile): the first steps "
+        "pay the compile time; off by default because on CPU it did not pay for itself in short runs.",
+    )
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
         "auto",
         description="Autocast precision: auto = bf16 where the device computes bf16 natively (recent GPUs, CPUs "

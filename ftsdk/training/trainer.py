@@ -120,6 +120,7 @@ def trainer_arguments(job: TrainJob) -> dict[str, Any]:
         "disable_tqdm": True,  # ftsdk draws its own progress bar
         checkpointing: t.gradient_checkpointing,
         **({"train_sampling_strategy": "group_by_length"} if t.group_by_length else {}),
+        "torch_compile": t.torch_compile,
         # TRL/Trainer defaults assume a GPU: say explicitly where we run and in which precision
         "use_cpu": job.placement.on_cpu,
         "bf16": precision == "bf16",

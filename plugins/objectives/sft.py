@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
 from ftsdk import Objective, PluginConfig, hookimpl
 from ftsdk.console import quiet_datasets
-from ftsdk.plugin.errors import DataError
+from ftsdk.plugin.errors import ConfigError, DataError
 from ftsdk.plugin.jobs import TrainJob, TrainOutcome
 from ftsdk.training.replay import ReplayOptions
 from ftsdk.training.trained_positions import trained_positions_only
 from ftsdk.training.trainer import run_trainer, trainer_arguments
+
+if TYPE_CHECKING:
+    from ftsdk.plugin.kinds import Adapter
+    from ftsdk.training.recipe import TrainingConfig
 
 
 class SftConfig(PluginConfig):
@@ -54,18 +58,31 @@ class SftObjective(Objective):
 
     config: SftConfig
 
+    def check_training(self, training: TrainingConfig, adapter: Adapter) -> None:
+        if training.padding_free is True and self.config.replay is not None:
+            raise ConfigError(
+                "training.padding_free: true cannot go with sft replay: the replay flag and the KL to the base are "
+                "per row, and a padding-free batch is one row",
+                hint="set training.padding_free: auto (off with replay) or false, or drop replay:",
+            )
+
     def train(self, job: TrainJob) -> TrainOutcome:
         from trl import SFTConfig, SFTTrainer
 
         train = self._dataset(job, job.train_examples, "training", self.config.replay)
         evaluation = self._dataset(job, job.eval_examples, "evaluation") if job.eval_examples else None
+        padding_free = self.config.replay is None and padding_free_wanted(
+            job.training.padding_free, job.placement.device, job.model.config._attn_implementation
+        )
         args = SFTConfig(
             **trainer_arguments(job),
-            max_length=job.training.max_length,
+            # rows are already cut to max_length (ftsdk tokenizes); TRL refuses a max_length it would not enforce
+            max_length=None if padding_free and not self.config.packing else job.training.max_length,
             packing=self.config.packing,
+            padding_free=padding_free,
             neftune_noise_alpha=self.config.neftune_noise_alpha,
         )
-        if self.config.packing:
+        if self.config.packing or padding_free:
             # with the KV cache on, packed rows attend to each other in transformers 5 (seen: 0.4 logit error)
             job.model.config.use_cache = False
         trainer_class, extras = SFTTrainer, {}
@@ -117,6 +134,17 @@ class SftObjective(Objective):
         return Dataset.from_dict(
             {"input_ids": [e.input_ids for e in kept], "labels": [e.labels for e in kept]}
         )
+
+
+#: attention kernels that take packed rows as variable-length sequences (no dense mask)
+VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")
+
+
+def padding_free_wanted(setting: bool | str, device: str, attention: str | None) -> bool:
+    """``training.padding_free`` resolved: auto is on only on CUDA with a varlen attention kernel."""
+    if setting != "auto":
+        return bool(setting)
+    return device.startswith("cuda") and attention in VARLEN_ATTENTION
 
 
 @hookimpl
