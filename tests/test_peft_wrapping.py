@@ -50,3 +50,12 @@ def test_a_gptq_model_keeps_peft_asking_for_gptqmodel():
     with without_unused_backends(SimpleNamespace(config=SimpleNamespace())):
         assert lora_gptq.is_gptqmodel_available() is False
     assert lora_gptq.is_gptqmodel_available is peft.import_utils.is_gptqmodel_available
+
+
+def test_a_loftq_adapter_is_refused_not_applied_to_the_full_precision_base(tmp_path):
+    from ftsdk.models.peft_wrapping import load_adapter
+    from ftsdk.plugin.errors import ModelLoadError
+
+    (tmp_path / "adapter_config.json").write_text('{"peft_type": "LORA", "init_lora_weights": "loftq"}')
+    with pytest.raises(ModelLoadError, match="LoftQ adapter"):
+        load_adapter(SimpleNamespace(config=SimpleNamespace()), tmp_path)

@@ -7,11 +7,14 @@ quantized layer. While a model that is not GPTQ/AWQ quantized is wrapped, PEFT i
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from ftsdk.plugin.errors import ModelLoadError
 
 #: quantization methods whose layers PEFT finds through GPT-QModel
 GPTQMODEL_METHODS = frozenset({"gptq", "awq"})
@@ -59,9 +62,24 @@ def wrap(model: Any, peft_config: Any) -> Any:
         return peft.get_peft_model(model, peft_config)
 
 
+def refuse_loftq(folder: str | Path) -> None:
+    """Refuse a LoftQ adapter: it was trained against its base's quantized weights, and ftsdk loads bases in full
+    precision, where the adapter would count the quantization error twice."""
+    config = Path(folder) / "adapter_config.json"
+    if config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("init_lora_weights") == "loftq":
+        raise ModelLoadError(
+            f"{folder} is a LoftQ adapter: it applies to its base quantized as LoftQ quantized it, which ftsdk "
+            "does not load yet",
+            hint="load the base with the BitsAndBytesConfig docs/adapters/lora.md (Variants) names, then "
+            "peft.PeftModel.from_pretrained",
+        )
+
+
 def load_adapter(model: Any, folder: str | Path, **kwargs: Any) -> Any:
-    """``peft.PeftModel.from_pretrained`` without the unused imports."""
+    """``peft.PeftModel.from_pretrained`` without the unused imports; LoftQ adapters are refused."""
     from peft import PeftModel
+
+    refuse_loftq(folder)
 
     with without_unused_backends(model):
         return PeftModel.from_pretrained(model, str(folder), **kwargs)
