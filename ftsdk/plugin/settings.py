@@ -46,7 +46,7 @@ class StrictModel(BaseModel):
         if isinstance(value, bool):
             if bool not in kinds and kinds & {int, float}:
                 raise PydanticCustomError("strict_number", "a number is required, not true/false")
-        elif isinstance(value, (int, str)) and bool in kinds and not kinds & {int, float, str, Path}:
+        elif isinstance(value, (int, str)) and bool in kinds and value not in kinds and not kinds & {int, float, str, Path}:
             raise PydanticCustomError("strict_bool", "true or false is required")
         elif isinstance(value, float) and float not in kinds and int in kinds:
             raise PydanticCustomError("strict_int", "a whole number is required, not a float")
@@ -60,12 +60,15 @@ class StrictModel(BaseModel):
 
 @functools.lru_cache(maxsize=1024)
 def _scalar_types(annotation: Any) -> frozenset[Any]:
-    """The plain types an annotation accepts: ``int | None`` -> {int, NoneType}; Annotated is unwrapped."""
+    """The plain types an annotation accepts: ``int | None`` -> {int, NoneType}; Annotated is unwrapped, a
+    Literal gives its values."""
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
         return _scalar_types(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
         return frozenset().union(*(_scalar_types(arg) for arg in typing.get_args(annotation)))
+    if origin is typing.Literal:  # the allowed values themselves: ``Literal["auto"] | bool`` takes "auto"
+        return frozenset(typing.get_args(annotation))
     return frozenset({annotation}) if origin is None else frozenset()
 
 
