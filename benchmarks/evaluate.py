@@ -8,7 +8,7 @@ candidates (base, prompted base, tuned) on the test split's rows, alternating th
 ``two passes`` is the path evaluation took before: ``generate`` over batches of 16 in file order, then the label
 scores in a second prompt pass, the adapter applied unmerged. ``one pass`` is ``TransformersBackend.answer``: one
 prompt pass shared by greedy generation and label scoring, the shared prefix (system prompt) run once, batches
-grouped by length, the adapter merged on a copy when that is exact. Both must give the same replies and labels;
+grouped by length, the adapter unmerged. Both must give the same replies and labels;
 the largest label-score difference is printed. The machine's load average is printed: time on a busy machine is
 noisy, which the alternation and the rounds are there to show.
 """

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -76,13 +75,6 @@ class TransformersBackend(Backend):
 
     def __init__(self, model: Any, tokenizer: Any, *, adapter_off: bool = False, max_length: int = 1024) -> None:
         self.model, self.tokenizer, self.adapter_off, self.max_length = model, tokenizer, adapter_off, max_length
-        self._merged: Any = None
-
-    def _evaluated(self, probes: list[list[int]]) -> Any:
-        """The model to run: a merged copy of a LoRA model where merging is exact on ``probes``, else the model."""
-        if self._merged is None:
-            self._merged = self.model if self.adapter_off else exact_merge(self.model, probes)
-        return self._merged
 
     @contextlib.contextmanager
     def _active(self) -> Iterator[None]:
@@ -108,7 +100,7 @@ class TransformersBackend(Backend):
             prompts, replies = prompts_and_replies(self.tokenizer, conversations, labels, self.max_length)
             table = reply_table(self.tokenizer, labels, replies)
             apart = [i for i, (prompt, own) in enumerate(zip(prompts, ids)) if prompt != own]
-        model = self._evaluated(ids[:4])
+        model = self.model
         with self._active():
             done = answer(model, self.tokenizer, ids, max_new_tokens=options.max_new_tokens,
                           batch_size=options.batch_size, labels=table)
@@ -138,10 +130,9 @@ class TransformersBackend(Backend):
         return out
 
     def label_scores(self, conversations: list[Conversation], labels: list[str]) -> list[list[float]]:
-        from ftsdk.evaluation.answering import generation_ids
         from ftsdk.evaluation.labels import label_log_likelihoods
 
-        model = self._evaluated(generation_ids(self.tokenizer, conversations[:4]))
+        model = self.model
         with self._active():
             return label_log_likelihoods(model, self.tokenizer, conversations, labels, max_length=self.max_length)
 
@@ -152,35 +143,9 @@ class TransformersBackend(Backend):
             return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
         ids, masks = zip(*(reply_tokens(self.tokenizer, encode, c, self.max_length) for c in conversations))
-        model = self._evaluated(list(ids[:4]))
+        model = self.model
         with self._active():
             return split_perplexity(token_nlls(model, list(ids)), list(masks))
-
-
-def exact_merge(model: Any, probes: list[list[int]], tolerance: float = 1e-5) -> Any:
-    """A merged copy of a float32 LoRA model (PEFT ``merge_and_unload`` on a deep copy) when its logits on every
-    prompt of ``probes`` match the unmerged model's within ``tolerance``; otherwise (other adapters, other dtypes,
-    a mismatch) ``model``. A trained adapter's merge is often not exact in float32 (rounding of W + BA)."""
-    import torch
-
-    config = getattr(model, "peft_config", {}).get(getattr(model, "active_adapter", None))
-    if config is None or getattr(config, "peft_type", None) != "LORA" or not hasattr(model, "merge_and_unload"):
-        return model
-    if any(p.dtype != torch.float32 for p in model.parameters()):
-        return model
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            inputs = [torch.tensor([probe], device=model.device) for probe in probes]
-            expected = [model(input_ids=ids).logits for ids in inputs]
-            merged = copy.deepcopy(model).merge_and_unload().eval()
-            gap = max(max((model(input_ids=ids).logits - want).abs().max().item(),
-                          (merged(input_ids=ids).logits - want).abs().max().item())
-                      for ids, want in zip(inputs, expected))
-    finally:
-        model.train(was_training)
-    return merged if gap <= tolerance else model
 
 
 def kv_cache_type(llm: Any) -> str:

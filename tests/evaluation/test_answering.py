@@ -1,4 +1,4 @@
-"""One prompt pass (shared prefix, length-grouped batches, merged LoRA) gives what one sequence at a time gives."""
+"""One prompt pass (shared prefix, length-grouped batches) gives what one sequence at a time gives, LoRA included."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ftsdk.evaluation.answering import by_length, shared_prefix
-from ftsdk.evaluation.backends import TransformersBackend, exact_merge
+from ftsdk.evaluation.backends import TransformersBackend
 from ftsdk.evaluation.spec import GenerationOptions
 
 SYSTEM = {"role": "system", "content": "reply with one colour word only, please"}
@@ -68,14 +68,9 @@ def test_one_pass_equals_one_sequence_at_a_time(tiny, batch_size):
     check(TransformersBackend(model, tokenizer), model, tokenizer, batch_size=batch_size)
 
 
-def test_lora_is_merged_exactly_and_answers_as_unmerged(tiny):
+def test_lora_and_its_base_answer_as_one_sequence_at_a_time(tiny):
     model, tokenizer = tiny
     tuned = lora(model)
-    probe = tokenizer("what is the sky", add_special_tokens=False)["input_ids"]
-    before = tuned(input_ids=torch.tensor([probe])).logits
-    merged = exact_merge(tuned, [probe])
-    assert merged is not tuned and not hasattr(merged, "peft_config")
-    assert torch.equal(tuned(input_ids=torch.tensor([probe])).logits, before)  # the original is untouched
     check(TransformersBackend(tuned, tokenizer), tuned, tokenizer)
     with tuned.disable_adapter():
         base_scores = [reference(tuned, tokenizer, c, 2)[1] for c in CONVERSATIONS]
@@ -85,26 +80,8 @@ def test_lora_is_merged_exactly_and_answers_as_unmerged(tiny):
         assert row == pytest.approx(expected, abs=1e-4)
 
 
-def test_merge_is_refused_when_not_exact_or_not_float32(tiny):
-    model, tokenizer = tiny
-    tuned = lora(model)
-    assert exact_merge(tuned, [[1, 2, 3]], tolerance=-1.0) is tuned  # no merge can be that exact
-    assert exact_merge(model, [[1, 2, 3]]) is model  # no adapter
-    half = lora(model).to(torch.bfloat16)
-    assert exact_merge(half, [[1, 2, 3]]) is half
-
-
 def test_prefix_and_length_batches():
     assert shared_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
     assert shared_prefix([[1, 2], [1, 2]]) == 1  # each prompt keeps a token of its own
     assert shared_prefix([[1], [2, 3]]) == 0
     assert by_length([[1], [1, 2, 3], [1, 2], [4, 5, 6, 7]], 2) == [[3, 1], [2, 0]]
-
-
-def test_unmerged_lora_answers_as_one_sequence_at_a_time(tiny, monkeypatch):
-    import ftsdk.evaluation.backends as backends
-
-    model, tokenizer = tiny
-    tuned = lora(model)
-    monkeypatch.setattr(backends, "exact_merge", lambda model, probes: model)
-    check(TransformersBackend(tuned, tokenizer), tuned, tokenizer)
