@@ -1,4 +1,4 @@
-"""The code blocks of the documentation pages, as tests/test_docs.py runs them and tests/test_meta.py checks them."""
+"""The code blocks of the documentation pages, as tests/docs/test_pages.py runs them and tests/plugin/test_meta.py checks them."""
 
 from __future__ import annotations
 

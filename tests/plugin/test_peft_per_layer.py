@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ftsdk import ConfigError, merge
-from tests.test_mergers_peft import deltas, make_adapter
+from tests.plugins.test_merger_peft_adapters import deltas, make_adapter
 
 GRADIENT = [0.0, 1.0]
 FILTERED = [{"filter": "v_proj", "value": 2.0}, {"value": -0.5}]
