@@ -88,7 +88,9 @@ class LoraConfig(PluginConfig):
         if self.pissa_niter is not None and self.init != "pissa":
             raise ValueError("pissa_niter needs init: pissa")
         for prefix in ("loftq", "eva"):
-            given = sorted(n for n in self.model_fields_set if n.startswith(prefix + "_"))
+            # values, not fields set: a saved config (Tuner.load) restates every default
+            given = sorted(n for n, field in type(self).model_fields.items()
+                           if n.startswith(prefix + "_") and getattr(self, n) != field.default)
             if given and self.init != prefix:
                 raise ValueError(f"{', '.join(given)} need{'s' if len(given) == 1 else ''} init: {prefix}")
         if self.init == "loftq" and (self.use_rslora or self.alpha_pattern

@@ -141,3 +141,13 @@ def test_loftq_base_plus_lora_is_closer_to_the_full_weights_than_the_quantized_b
             assert (original - with_lora).norm() < (original - quantized).norm()
             checked += 1
     assert checked
+
+
+def test_a_saved_config_restating_every_default_is_taken_back():
+    """Tuner.load revalidates the manifest's config, which names every field with its default."""
+    from ftsdk import plugins
+
+    cls = plugins.get("adapter", "lora").cls
+    for init in ("eva", "gaussian"):
+        dumped = cls.Config(init=init).model_dump()
+        assert cls.Config.model_validate(dumped).init == init
