@@ -89,7 +89,7 @@ def run_baseline(data: Path, steps: int, out: Path, precision: str, adapter: str
                      learning_rate=LR if adapter != "full" else 2e-5, lr_scheduler_type="cosine",
                      max_length=MAX_LENGTH, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
                      seed=0, data_seed=0, disable_tqdm=True, gradient_checkpointing=False,
-                     bf16=precision == "bf16", warmup_steps=0)
+                     bf16=precision == "bf16", warmup_steps=0, completion_only_loss=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     trainer.train()
     model.save_pretrained(out)
