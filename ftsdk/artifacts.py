@@ -276,9 +276,8 @@ def producer(kind: str, plugin: Any, **dump: Any) -> dict[str, Any]:
 class Output:
     """An output being written by :func:`write_output`: write files into ``folder``, facts into ``manifest``."""
 
-    #: the temporary folder that becomes ``target`` once the block succeeds
+    #: the temporary folder that becomes the output once the block succeeds
     folder: Path
-    target: Path
     #: the manifest: :func:`manifest_header` and library versions; each command adds its facts; written at the end
     manifest: dict[str, Any]
     #: renders ``README.md`` (the model card) from the finished manifest; None writes none
@@ -295,7 +294,7 @@ class Output:
 @contextlib.contextmanager
 def write_output(
     target: str | Path, *, kind: str, overwrite: bool = False, inputs: Inputs = (),
-    card: Callable[[dict[str, Any]], str] | None = None, created: datetime | None = None, libraries: bool = True,
+    card: Callable[[dict[str, Any]], str] | None = None, libraries: bool = True,
 ) -> Iterator[Output]:
     """Write an output folder atomically (:func:`atomic_output_dir`): yield an :class:`Output` to fill.
 
@@ -304,8 +303,8 @@ def write_output(
     renders (if any) becomes ``README.md``, and the folder is swapped in; on error nothing is left at ``target``.
     """
     with atomic_output_dir(target, overwrite=overwrite, inputs=inputs) as tmp:
-        manifest = manifest_header(kind, created) | ({"libraries": library_versions()} if libraries else {})
-        output = Output(tmp, Path(target), manifest, card)
+        manifest = manifest_header(kind) | ({"libraries": library_versions()} if libraries else {})
+        output = Output(tmp, manifest, card)
         yield output
         write_manifest(tmp, output.manifest)
         if output.card is not None:
